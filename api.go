@@ -1,0 +1,127 @@
+package reflinkfs
+
+import (
+	"io/fs"
+	"log/slog"
+	"time"
+)
+
+// BlockSize is the filesystem block size: the unit of allocation, sharing,
+// caching and copy on write.
+const BlockSize = 4096
+
+// RootIno is the inode number of the root directory.
+const RootIno uint64 = 1
+
+// Options configure Create and Open. Zero values choose defaults.
+type Options struct {
+	// Size is the data device size in bytes (Create only). Default 64 GiB.
+	Size int64
+	// CacheSize bounds the block cache in bytes. Default 256 MiB.
+	CacheSize int64
+	// CommitInterval is how often dirty data and metadata are committed
+	// in the background. Default 5s; negative disables periodic commits.
+	CommitInterval time.Duration
+	// Logger receives warnings (checksum errors, orphan cleanup). Default slog.Default().
+	Logger *slog.Logger
+	// ReadOnly opens the image without writing to it.
+	ReadOnly bool
+}
+
+// Stats reports space and cache figures.
+type Stats struct {
+	BlockSize   int64
+	DeviceBytes int64 // size of the data device
+	UsedBytes   int64 // physical bytes allocated on the data device
+	FreeBytes   int64
+	// LogicalBytes is the bytes mapped by all files' extent maps, counting a
+	// shared block once per reference: what the data would need without sharing.
+	LogicalBytes int64
+	// SharedBytes is the physical bytes whose reference count is above one.
+	SharedBytes int64
+	Inodes      int64
+
+	CacheLimitBytes int64 // configured cache size
+	CachedBytes     int64 // bytes of file data resident in the cache
+	DirtyBytes      int64 // cached bytes not yet written to the device
+	// SharedCachedBytes is the cached bytes that more than one file has read.
+	SharedCachedBytes int64
+	// PerFileCachedBytes is what a per-file page cache (one copy per file
+	// and block read) would hold for the same reads.
+	PerFileCachedBytes int64
+	CacheHits          int64
+	CacheMisses        int64
+	CacheEvictions     int64
+
+	ChecksumErrors int64 // data blocks that failed CRC32C verification on read
+	Commits        int64
+}
+
+// Extent is one mapping of a file's extent map, as reported by Fiemap.
+type Extent struct {
+	Logical  int64 // byte offset in the file
+	Physical int64 // byte offset on the data device
+	Length   int64 // bytes
+	// Shared is set when the physical extent is referenced more than once.
+	Shared bool
+	// Unwritten is set on preallocated extents that read as zeros.
+	Unwritten bool
+}
+
+// Attr is an inode's attributes. Mode holds Linux mode bits (S_IFMT type,
+// permissions, setuid/setgid/sticky).
+type Attr struct {
+	Ino    uint64
+	Gen    uint64
+	Mode   uint32
+	Nlink  uint32
+	Uid    uint32
+	Gid    uint32
+	Rdev   uint32
+	Size   int64
+	Blocks int64 // 512-byte units of physical space mapped by the file
+	Atime  time.Time
+	Mtime  time.Time
+	Ctime  time.Time
+	Btime  time.Time
+}
+
+// SetAttr lists attribute changes; nil fields are left alone.
+type SetAttr struct {
+	Mode  *uint32 // permission bits only (07777); the file type cannot change
+	Uid   *uint32
+	Gid   *uint32
+	Size  *int64
+	Atime *time.Time
+	Mtime *time.Time
+	Ctime *time.Time // set explicitly (otherwise ctime becomes now on any change)
+}
+
+// Owner is the uid and gid given to a new inode.
+type Owner struct{ Uid, Gid uint32 }
+
+// DirEntry is one directory entry, as returned by ReadDirIno.
+type DirEntry struct {
+	Name string
+	Ino  uint64
+	Mode uint32 // S_IFMT bits of the child
+}
+
+// Rename flags, as renameat2(2).
+const (
+	RenameNoReplace = 1 << 0
+	RenameExchange  = 1 << 1
+)
+
+// FileInfo is the fs.FileInfo returned by Stat; Sys() returns *Attr.
+type fileInfo struct {
+	name string
+	attr Attr
+}
+
+func (fi *fileInfo) Name() string       { return fi.name }
+func (fi *fileInfo) Size() int64        { return fi.attr.Size }
+func (fi *fileInfo) Mode() fs.FileMode  { return unixToFileMode(fi.attr.Mode) }
+func (fi *fileInfo) ModTime() time.Time { return fi.attr.Mtime }
+func (fi *fileInfo) IsDir() bool        { return fi.Mode().IsDir() }
+func (fi *fileInfo) Sys() any           { a := fi.attr; return &a }

@@ -1,0 +1,36 @@
+// Package reflinkfs is a copy-on-write filesystem with reflinks whose block
+// cache is shared between files that share blocks.
+//
+// An image is a directory holding a metadata store (pebble) and a sparse data
+// file. Files map logical blocks to physical blocks through extent maps;
+// physical extents carry reference counts, so cloning a file only copies
+// extent records and bumps counts. The block cache is keyed by physical block:
+// N clones read in full hold one cached copy.
+//
+// # Layers
+//
+//	FS, File (this package)   filesystem semantics: inodes, directories, extents, CoW
+//	internal/meta             on-disk record encoding (CRC32C-checked) and key layout
+//	internal/alloc            free-space index and allocator with a free quarantine
+//	internal/cache            physical-block cache: fixed arena, shards, pins, eviction
+//	internal/device           the data device (O_DIRECT file, memory, fault injection)
+//	internal/kv               small ordered transactional key-value interface (pebble)
+//
+// # Transactions
+//
+// All metadata changes go into one running transaction (an indexed pebble
+// batch). A commit writes back dirty data blocks, flushes the device, and
+// only then commits the batch with sync, so durable metadata never references
+// data that is not durable. Data is never overwritten in place once durable
+// metadata references it: a write to such a block allocates a new one (copy on
+// write relative to the last commit), and freed blocks are quarantined until
+// the transaction that freed them is durable. See docs/crash-protocol.md.
+//
+// # Two API levels
+//
+// The path API (OpenFile, Mkdir, Remove, Rename, Stat, Clone) is shaped like
+// package os. The inode API (Lookup, GetAttr, CreateAt, ...) takes inode
+// numbers and is what the FUSE frontend uses; the path API is built on it.
+// Errors are *fs.PathError wrapping a syscall.Errno; use errors.As to get the
+// errno.
+package reflinkfs

@@ -1,0 +1,57 @@
+// Package kv is the small ordered, transactional key-value interface the
+// metadata layer is written against. Pebble backs it today; the interface is
+// kept narrow so a distributed store could back it later.
+package kv
+
+import "errors"
+
+// ErrNotFound is returned by Get when the key is absent.
+var ErrNotFound = errors.New("kv: not found")
+
+// Iterator walks keys in [lower, upper) in byte order. Key and Value are only
+// valid until the next positioning call; copy them to keep them.
+type Iterator interface {
+	First() bool
+	Last() bool
+	SeekGE(key []byte) bool
+	SeekLT(key []byte) bool
+	Next() bool
+	Prev() bool
+	Valid() bool
+	Key() []byte
+	Value() []byte
+	Close() error
+}
+
+// Reader reads keys.
+type Reader interface {
+	// Get returns a copy of the value of key, or ErrNotFound.
+	Get(key []byte) ([]byte, error)
+	// NewIter iterates over [lower, upper); nil bounds are open.
+	NewIter(lower, upper []byte) Iterator
+}
+
+// Txn is a pending set of changes. Reads through a Txn see its own writes
+// on top of the committed store. A Txn is not safe for concurrent use.
+type Txn interface {
+	Reader
+	Set(key, value []byte) error
+	Delete(key []byte) error
+	// DeleteRange deletes every key in [start, end).
+	DeleteRange(start, end []byte) error
+	// Size is the approximate encoded size of the pending changes in bytes.
+	Size() int
+	// Empty reports whether the Txn holds no changes.
+	Empty() bool
+}
+
+// Store is an ordered key-value store with atomic multi-key commits.
+type Store interface {
+	Reader // reads committed state only
+	NewTxn() Txn
+	// Commit applies t atomically; with sync it is durable when Commit returns.
+	// t must not be used afterwards.
+	Commit(t Txn, sync bool) error
+	// Flush forces memtables to disk (used before taking a crash snapshot in tests).
+	Close() error
+}
