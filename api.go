@@ -1,6 +1,7 @@
 package reflinkfs
 
 import (
+	"errors"
 	"io/fs"
 	"log/slog"
 	"time"
@@ -125,3 +126,18 @@ func (fi *fileInfo) Mode() fs.FileMode  { return unixToFileMode(fi.attr.Mode) }
 func (fi *fileInfo) ModTime() time.Time { return fi.attr.Mtime }
 func (fi *fileInfo) IsDir() bool        { return fi.Mode().IsDir() }
 func (fi *fileInfo) Sys() any           { a := fi.attr; return &a }
+
+// ErrRangesDiffer is returned by DedupeRange when the two ranges do not hold
+// identical bytes; nothing is changed then.
+var ErrRangesDiffer = errors.New("reflinkfs: dedupe ranges differ")
+
+// FsckReport is the result of a consistency check.
+type FsckReport struct {
+	Problems []string // invariant violations found (empty when clean)
+	Repaired []string // what repair changed (only with repair)
+	Inodes   int64
+	Extents  int64
+}
+
+// Clean reports whether the check found no problems.
+func (r *FsckReport) Clean() bool { return len(r.Problems) == 0 }

@@ -83,3 +83,8 @@ func (*File) Allocate(off, length int64, keepSize bool) error                   
 func (*File) Fiemap() ([]Extent, error)                                          { return nil, errTODO }
 func (*File) SeekData(off int64) (int64, error)                                  { return 0, errTODO }
 func (*File) SeekHole(off int64) (int64, error)                                  { return 0, errTODO }
+
+// Fsck checks every invariant of the image (reference counts against extent
+// maps, free space, directory tree, link counts); with repair it fixes what can
+// be fixed safely. The FS must be quiescent (no concurrent writers).
+func (*FS) Fsck(repair bool) (*FsckReport, error) { return nil, errTODO }
