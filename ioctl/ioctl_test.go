@@ -1,0 +1,57 @@
+package ioctl
+
+import (
+	"testing"
+	"unsafe"
+)
+
+func TestLayoutMatchesSizes(t *testing.T) {
+	cases := []struct {
+		name      string
+		goSize    uintptr
+		abiSize   uint32
+		cmd       uint32
+		wantCmd   uint32
+		wireBytes int
+	}{
+		{"CloneArgs", unsafe.Sizeof(CloneArgs{}), SizeCloneArgs, IocClone, 0x40085240, len(Encode(&CloneArgs{}))},
+		{"CloneRangeArgs", unsafe.Sizeof(CloneRangeArgs{}), SizeCloneRangeArgs, IocCloneRange, 0x40205241, len(Encode(&CloneRangeArgs{}))},
+		{"DedupeRangeArgs", unsafe.Sizeof(DedupeRangeArgs{}), SizeDedupeRangeArgs, IocDedupeRange, 0xc0305242, len(Encode(&DedupeRangeArgs{}))},
+		{"UnshareArgs", unsafe.Sizeof(UnshareArgs{}), SizeUnshareArgs, IocUnshare, 0x40105243, len(Encode(&UnshareArgs{}))},
+		{"FiemapArgs", unsafe.Sizeof(FiemapArgs{}), SizeFiemapArgs, IocFiemap, 0xc4205244, len(Encode(&FiemapArgs{}))},
+	}
+	for _, c := range cases {
+		if c.goSize != uintptr(c.abiSize) || c.wireBytes != int(c.abiSize) {
+			t.Errorf("%s: Go size %d, wire size %d, ABI size %d", c.name, c.goSize, c.wireBytes, c.abiSize)
+		}
+		if SizeOf(c.cmd) != c.abiSize {
+			t.Errorf("%s: size in number %#x is %d, want %d", c.name, c.cmd, SizeOf(c.cmd), c.abiSize)
+		}
+		if c.cmd != c.wantCmd {
+			t.Errorf("%s: number %#x, want %#x (docs/ioctl.md)", c.name, c.cmd, c.wantCmd)
+		}
+	}
+}
+
+func TestEncodeDecodeRoundTrip(t *testing.T) {
+	in := DedupeRangeArgs{SrcFd: 7, SrcOffset: 4096, Length: 1 << 20, DstOffset: 8192, BytesDeduped: 5, Status: DedupeDiffers}
+	var out DedupeRangeArgs
+	if err := Decode(Encode(&in), &out); err != nil {
+		t.Fatal(err)
+	}
+	if in != out {
+		t.Fatalf("round trip: got %+v, want %+v", out, in)
+	}
+	fm := FiemapArgs{Start: 1, Next: 2, Count: 1, Flags: FiemapLast}
+	fm.Extents[31] = FiemapExtent{Logical: 3, Physical: 4, Length: 5, Flags: ExtentShared}
+	var fm2 FiemapArgs
+	if err := Decode(Encode(&fm), &fm2); err != nil {
+		t.Fatal(err)
+	}
+	if fm != fm2 {
+		t.Fatal("fiemap round trip differs")
+	}
+	if err := Decode(make([]byte, 10), &out); err == nil {
+		t.Fatal("decode of a short buffer succeeded")
+	}
+}
