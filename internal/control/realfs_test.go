@@ -1,0 +1,71 @@
+package control
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/reflinkfs/reflinkfs"
+)
+
+// TestRealFS serves a real engine and checks that written data shows up in
+// the statistics read over the socket.
+func TestRealFS(t *testing.T) {
+	fsys, err := reflinkfs.Create(t.TempDir(), reflinkfs.Options{Size: 64 << 20, CacheSize: 16 << 20})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	defer fsys.Close()
+
+	sock := shortSocketPath(t)
+	srv, err := Serve(fsys, sock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+
+	f, err := fsys.OpenFile("a", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	if _, err := f.WriteAt(buf, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsys.Clone("a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsys.Sync(); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := NewClient(sock).Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fsys.Stats()
+	if got.DeviceBytes != 64<<20 || got.DeviceBytes != want.DeviceBytes {
+		t.Errorf("device bytes = %d, want %d", got.DeviceBytes, 64<<20)
+	}
+	if got.UsedBytes != 1<<20 {
+		t.Errorf("used bytes = %d, want %d (one copy)", got.UsedBytes, 1<<20)
+	}
+	if got.LogicalBytes != 2<<20 {
+		t.Errorf("logical bytes = %d, want %d (two files)", got.LogicalBytes, 2<<20)
+	}
+	if got.SharedBytes != 1<<20 {
+		t.Errorf("shared bytes = %d, want %d", got.SharedBytes, 1<<20)
+	}
+	if got.CacheLimitBytes != 16<<20 {
+		t.Errorf("cache limit = %d, want %d", got.CacheLimitBytes, 16<<20)
+	}
+	if got.BlockSize != reflinkfs.BlockSize {
+		t.Errorf("block size = %d", got.BlockSize)
+	}
+}

@@ -1,0 +1,88 @@
+package control
+
+import "github.com/reflinkfs/reflinkfs"
+
+// Report is the JSON form of reflinkfs.Stats served at GET /stats and printed
+// by `reflinkfs stats --json`: every Stats field under its snake_case name,
+// plus two derived figures.
+type Report struct {
+	BlockSize          int64 `json:"block_size"`
+	DeviceBytes        int64 `json:"device_bytes"`
+	UsedBytes          int64 `json:"used_bytes"`
+	FreeBytes          int64 `json:"free_bytes"`
+	LogicalBytes       int64 `json:"logical_bytes"`
+	SharedBytes        int64 `json:"shared_bytes"`
+	Inodes             int64 `json:"inodes"`
+	CacheLimitBytes    int64 `json:"cache_limit_bytes"`
+	CachedBytes        int64 `json:"cached_bytes"`
+	DirtyBytes         int64 `json:"dirty_bytes"`
+	SharedCachedBytes  int64 `json:"shared_cached_bytes"`
+	PerFileCachedBytes int64 `json:"per_file_cached_bytes"`
+	CacheHits          int64 `json:"cache_hits"`
+	CacheMisses        int64 `json:"cache_misses"`
+	CacheEvictions     int64 `json:"cache_evictions"`
+	ChecksumErrors     int64 `json:"checksum_errors"`
+	Commits            int64 `json:"commits"`
+
+	// HitRate is CacheHits / (CacheHits + CacheMisses), 0 before any lookup.
+	HitRate float64 `json:"hit_rate"`
+	// MemorySavedBytes is what a per-file page cache would hold beyond what
+	// the shared cache holds: PerFileCachedBytes - CachedBytes, never negative.
+	MemorySavedBytes int64 `json:"memory_saved_bytes"`
+}
+
+// NewReport converts engine statistics into a Report.
+func NewReport(s reflinkfs.Stats) Report {
+	return Report{
+		BlockSize:          s.BlockSize,
+		DeviceBytes:        s.DeviceBytes,
+		UsedBytes:          s.UsedBytes,
+		FreeBytes:          s.FreeBytes,
+		LogicalBytes:       s.LogicalBytes,
+		SharedBytes:        s.SharedBytes,
+		Inodes:             s.Inodes,
+		CacheLimitBytes:    s.CacheLimitBytes,
+		CachedBytes:        s.CachedBytes,
+		DirtyBytes:         s.DirtyBytes,
+		SharedCachedBytes:  s.SharedCachedBytes,
+		PerFileCachedBytes: s.PerFileCachedBytes,
+		CacheHits:          s.CacheHits,
+		CacheMisses:        s.CacheMisses,
+		CacheEvictions:     s.CacheEvictions,
+		ChecksumErrors:     s.ChecksumErrors,
+		Commits:            s.Commits,
+		HitRate:            hitRate(s),
+		MemorySavedBytes:   max(0, s.PerFileCachedBytes-s.CachedBytes),
+	}
+}
+
+// Stats converts a Report back into engine statistics (derived fields dropped).
+func (r Report) Stats() reflinkfs.Stats {
+	return reflinkfs.Stats{
+		BlockSize:          r.BlockSize,
+		DeviceBytes:        r.DeviceBytes,
+		UsedBytes:          r.UsedBytes,
+		FreeBytes:          r.FreeBytes,
+		LogicalBytes:       r.LogicalBytes,
+		SharedBytes:        r.SharedBytes,
+		Inodes:             r.Inodes,
+		CacheLimitBytes:    r.CacheLimitBytes,
+		CachedBytes:        r.CachedBytes,
+		DirtyBytes:         r.DirtyBytes,
+		SharedCachedBytes:  r.SharedCachedBytes,
+		PerFileCachedBytes: r.PerFileCachedBytes,
+		CacheHits:          r.CacheHits,
+		CacheMisses:        r.CacheMisses,
+		CacheEvictions:     r.CacheEvictions,
+		ChecksumErrors:     r.ChecksumErrors,
+		Commits:            r.Commits,
+	}
+}
+
+func hitRate(s reflinkfs.Stats) float64 {
+	lookups := s.CacheHits + s.CacheMisses
+	if lookups == 0 {
+		return 0
+	}
+	return float64(s.CacheHits) / float64(lookups)
+}
