@@ -1,6 +1,11 @@
 // Package kv is the small ordered, transactional key-value interface the
 // metadata layer is written against. Pebble backs it today; the interface is
 // kept narrow so a distributed store could back it later.
+//
+// Invariants: a Store is safe for concurrent use; a Txn and an Iterator are
+// not. A committed Txn is applied atomically or not at all, and a Commit with
+// sync is durable when it returns. Values returned by Get belong to the
+// caller; Key and Value of an Iterator do not.
 package kv
 
 import "errors"
@@ -53,5 +58,7 @@ type Store interface {
 	// t must not be used afterwards.
 	Commit(t Txn, sync bool) error
 	// Flush forces memtables to disk (used before taking a crash snapshot in tests).
+	Flush() error
+	// Close releases the store. Uncommitted Txns are discarded.
 	Close() error
 }
