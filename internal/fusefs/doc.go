@@ -1,0 +1,70 @@
+// Package fusefs serves a reflinkfs.FS through the Linux kernel's FUSE
+// protocol (go-fuse's raw API). It is a thin adapter: every filesystem
+// semantic lives in the engine; this package translates requests, owns the
+// kernel-facing bookkeeping and chooses how the kernel may cache.
+//
+// # Inodes
+//
+// A FUSE node id is the engine's inode number (the root is engine RootIno =
+// 1 = FUSE_ROOT_ID) and the generation is the engine's. Engine inodes are
+// persistent, so the adapter needs no table to resolve node ids; it counts
+// kernel lookups per node only to know when the kernel has forgotten a node,
+// and drops the small per-node state it keeps (the "has no xattrs" bit)
+// then. Losing that state is always safe: missing state means "ask the
+// engine". CAP_EXPORT_SUPPORT is negotiated: the kernel resolves file handles
+// (open_by_handle_at) by looking up "." in a node (answered from GetAttr) and
+// ".." of a directory (answered by the engine's Lookup of "..").
+//
+// # Caching and timeouts
+//
+// Regular files are opened with FOPEN_DIRECT_IO (and
+// FOPEN_PARALLEL_DIRECT_WRITES), so the kernel page cache holds no file data
+// and the engine's block cache, shared between clones, is the only cache.
+// MaxWrite and max_read are 1 MiB and st_blksize is 1 MiB, so sequential
+// I/O arrives as 1 MiB requests. CAP_DIRECT_IO_ALLOW_MMAP is requested so
+// MAP_SHARED mmap works; mapped pages do live in the kernel page cache of the
+// mapping inode (a known limit of FUSE).
+//
+// Entry and attribute timeouts are long (one hour), negative lookups are
+// cached too. That is exact because every change to the namespace and to
+// attributes reaches the engine through this kernel, which updates or
+// invalidates its own copies as it forwards the request (link, unlink,
+// rename, setattr, write, fallocate, copy_file_range all invalidate the
+// attributes they affect). The only changes the kernel cannot see are those
+// made by the custom ioctls (clone, dedupe, unshare): after them the daemon
+// invalidates the destination's attributes and page cache with a
+// NOTIFY_INVAL_INODE before answering, and the client functions of package
+// ioctl fstat the destination so the kernel's cached size is refreshed.
+// Short timeouts would cost a GETATTR (and, with POSIX ACLs, a GETXATTR)
+// before nearly every operation.
+//
+// # Custom ioctls
+//
+// FICLONE, FICLONERANGE, FIDEDUPERANGE and FS_IOC_FIEMAP never reach a FUSE
+// daemon; restricted-mode ioctls with a size in their number do. Package
+// github.com/reflinkfs/reflinkfs/ioctl defines them (docs/ioctl.md). The
+// source file travels as a descriptor number: the daemon fetches the
+// caller's descriptor with pidfd_open + pidfd_getfd on the calling thread,
+// checks with statx that it lives on this mount (same st_dev), maps its
+// inode number (= node id) to the engine inode, and checks its access mode
+// with F_GETFL. copy_file_range arrives as FUSE_COPY_FILE_RANGE and is served
+// by File.CopyRange (reflink when aligned), capped below 4 GiB per call
+// because the reply carries a 32-bit count.
+//
+// # Permissions and ACLs
+//
+// With DefaultPermissions the kernel checks permissions (default_permissions)
+// and FUSE_POSIX_ACL is negotiated: ACLs are stored as the xattrs
+// system.posix_acl_access/default, the kernel enforces them, and this
+// package keeps mode and access ACL in step (setxattr of an ACL updates the
+// mode; chmod updates the ACL) and applies default ACL inheritance and the
+// umask on creation (CAP_DONT_MASK). New inodes take the caller's uid and
+// gid, or the directory's gid when it is setgid (new directories then
+// inherit the setgid bit).
+//
+// # Errors
+//
+// Engine errors unwrap to syscall.Errno and are passed on; ENOSYS from an
+// engine method is answered as EOPNOTSUPP, because the kernel takes ENOSYS
+// as "never send this request again" for the whole mount.
+package fusefs
