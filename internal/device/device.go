@@ -1,6 +1,12 @@
 // Package device is the data device: a flat array of blocks addressed by byte
 // offset. The default is a sparse image file opened with O_DIRECT so that the
 // host page cache does not keep a second copy of data our cache already holds.
+//
+// Implementations: File (image file or block device), Memory (sparse, in
+// memory, for tests) and Recorder (a Memory that logs writes, punches and
+// flushes so crash tests can rebuild any post-power-cut image). All of them
+// reject unaligned or out-of-range arguments with an *OpError wrapping
+// ErrUnaligned or ErrOutOfRange instead of panicking.
 package device
 
 // Device is a data device. Offsets and buffer lengths passed to it are
