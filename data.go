@@ -1,0 +1,414 @@
+package reflinkfs
+
+// The data path. Reads go file offset -> extent map -> physical block ->
+// cache frame, so files sharing a block share its frame. Writes never modify
+// a block that durable metadata references or that is shared: such blocks are
+// copied to a new block first (copy on write). Blocks allocated by the running
+// transaction (fresh) and preallocated (unwritten) blocks, when unshared, are
+// written in place.
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/reflinkfs/reflinkfs/internal/cache"
+	"github.com/reflinkfs/reflinkfs/internal/kv"
+	"github.com/reflinkfs/reflinkfs/internal/meta"
+)
+
+var zeroBlock [BlockSize]byte
+
+// maxFramesPerRead bounds how many frames a read pins at once.
+const maxFramesPerRead = 64
+
+// expectedCRC returns the checksum recorded for physical block p.
+func (fsys *FS) expectedCRC(p uint64) (uint32, bool, error) {
+	fsys.crcMu.Lock()
+	c, ok := fsys.pendingCRC[p]
+	fsys.crcMu.Unlock()
+	if ok {
+		return c, true, nil
+	}
+	k := meta.ChecksumKey(p)
+	v, err := fsys.store.Get(k)
+	if errors.Is(err, kv.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	c, err = meta.DecodeU32(k, v)
+	return c, err == nil, err
+}
+
+// verify checks a block read from the device against its checksum.
+func (fsys *FS) verify(ino, p uint64, data []byte) error {
+	want, ok, err := fsys.expectedCRC(p)
+	if err != nil {
+		fsys.checksumErrors.Add(1)
+		fsys.log.Error("checksum record unreadable", "inode", ino, "block", p, "err", err)
+		return fmt.Errorf("checksum record of block %d: %v: %w", p, err, syscall.EIO)
+	}
+	if !ok {
+		fsys.checksumErrors.Add(1)
+		fsys.log.Error("data block has no checksum", "inode", ino, "block", p)
+		return fmt.Errorf("block %d has no checksum: %w", p, syscall.EIO)
+	}
+	if got := meta.Checksum(data); got != want {
+		fsys.checksumErrors.Add(1)
+		fsys.log.Error("data checksum mismatch", "inode", ino, "block", p, "want", want, "got", got)
+		return fmt.Errorf("block %d fails its checksum: %w", p, syscall.EIO)
+	}
+	return nil
+}
+
+// pinRun returns pinned frames holding physical blocks [p, p+n), reading
+// the missing ones from the device in as few requests as possible.
+func (fsys *FS) pinRun(ino, p uint64, n int) ([]*cache.Frame, error) {
+	frames := make([]*cache.Frame, 0, n)
+	fail := func(err error) ([]*cache.Frame, error) {
+		for _, f := range frames {
+			fsys.cache.Unpin(f)
+		}
+		return nil, err
+	}
+	var missing []*cache.Frame // reserved, consecutive, not yet read
+	readMissing := func() error {
+		if len(missing) == 0 {
+			return nil
+		}
+		bufs := make([][]byte, len(missing))
+		for i, f := range missing {
+			bufs[i] = f.Data()
+		}
+		err := fsys.dev.ReadBlocks(bufs, int64(missing[0].Block())*BlockSize)
+		if err != nil {
+			err = fmt.Errorf("reading block %d: %v: %w", missing[0].Block(), err, syscall.EIO)
+		}
+		var firstErr error
+		for _, f := range missing {
+			e := err
+			if e == nil {
+				e = fsys.verify(ino, f.Block(), f.Data())
+			}
+			if e != nil {
+				fsys.cache.Loaded(f, e)
+				if firstErr == nil {
+					firstErr = e
+				}
+				continue
+			}
+			fsys.cache.Loaded(f, nil)
+			frames = append(frames, f)
+		}
+		missing = missing[:0]
+		return firstErr
+	}
+	for i := 0; i < n; i++ {
+		f, loaded, err := fsys.cache.GetOrReserve(p+uint64(i), ino)
+		if err != nil {
+			readMissing()
+			return fail(err)
+		}
+		if loaded {
+			if err := readMissing(); err != nil {
+				fsys.cache.Unpin(f)
+				return fail(err)
+			}
+			frames = append(frames, f)
+			continue
+		}
+		missing = append(missing, f)
+	}
+	if err := readMissing(); err != nil {
+		return fail(err)
+	}
+	return frames, nil
+}
+
+// readLocked reads into p from offset off, which must be below the file
+// size, len(p) clipped to it by the caller. in.lock must be held (shared or
+// exclusive); it keeps the mapped blocks referenced while frames are read.
+func (fsys *FS) readLocked(in *inode, p []byte, off int64) error {
+	if len(p) == 0 {
+		return nil
+	}
+	b0 := uint64(off) / BlockSize
+	b1 := (uint64(off) + uint64(len(p)) + BlockSize - 1) / BlockSize
+	fsys.mu.Lock()
+	ms, err := fsys.extentsIn(in.ino, b0, b1)
+	fsys.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	pos := uint64(off)
+	end := uint64(off) + uint64(len(p))
+	zero := func(to uint64) {
+		if to > pos {
+			clear(p[pos-uint64(off) : to-uint64(off)])
+			pos = to
+		}
+	}
+	for _, m := range ms {
+		zero(min(m.lblk*BlockSize, end))
+		if m.unwritten {
+			zero(min(m.end()*BlockSize, end))
+			continue
+		}
+		for done := uint64(0); done < m.n; {
+			chunk := min(m.n-done, maxFramesPerRead)
+			frames, err := fsys.pinRun(in.ino, m.pblk+done, int(chunk))
+			if err != nil {
+				return err
+			}
+			for i, f := range frames {
+				blockStart := (m.lblk + done + uint64(i)) * BlockSize
+				from := max(pos, blockStart)
+				to := min(end, blockStart+BlockSize)
+				if from < to {
+					copy(p[from-uint64(off):to-uint64(off)], f.Data()[from-blockStart:to-blockStart])
+					pos = to
+				}
+				fsys.cache.Unpin(f)
+			}
+			done += chunk
+		}
+	}
+	zero(end)
+	return nil
+}
+
+// blockWrite is the plan for one file block touched by a write.
+type blockWrite struct {
+	lblk    uint64
+	dst     uint64 // physical block receiving the data
+	src     uint64 // physical block holding the old contents, if srcData
+	srcData bool   // old contents are in src (else zeros)
+	inPlace bool   // dst == src, overwritten in place
+}
+
+// planWrite decides, for file blocks [b0, b1), where the new data goes,
+// allocating and remapping as needed. Called with fs.mu held. It checks
+// space before changing anything, so ENOSPC leaves the file untouched.
+func (fsys *FS) planWrite(op *opState, in *inode, b0, b1 uint64) ([]blockWrite, error) {
+	ms, err := fsys.extentsIn(in.ino, b0, b1)
+	if err != nil {
+		return nil, err
+	}
+	// 1. Classify every block without changing anything.
+	plan := make([]blockWrite, 0, b1-b0)
+	var unwrittenInPlace []blockWrite
+	need := uint64(0)
+	pos := b0
+	for _, m := range ms {
+		for ; pos < m.lblk; pos++ {
+			plan = append(plan, blockWrite{lblk: pos}) // hole
+			need++
+		}
+		runs, err := fsys.refRuns(m.pblk, m.n)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range runs {
+			for j := uint64(0); j < r.n; j++ {
+				p := r.start + j
+				w := blockWrite{lblk: m.lblk + (p - m.pblk), src: p, srcData: !m.unwritten}
+				if r.count == 1 && (m.unwritten || fsys.isFresh(p)) {
+					w.dst, w.inPlace = p, true
+					if m.unwritten {
+						unwrittenInPlace = append(unwrittenInPlace, w)
+					}
+				} else {
+					need++
+				}
+				plan = append(plan, w)
+			}
+		}
+		pos = m.end()
+	}
+	for ; pos < b1; pos++ {
+		plan = append(plan, blockWrite{lblk: pos})
+		need++
+	}
+	if need > fsys.alloc.Allocatable() {
+		return nil, errNoSpace(fsys)
+	}
+	// 2. Give each run of blocks that cannot be written in place new blocks.
+	for i := 0; i < len(plan); {
+		if plan[i].inPlace {
+			i++
+			continue
+		}
+		j := i
+		for j < len(plan) && !plan[j].inPlace {
+			j++
+		}
+		first, n := plan[i].lblk, uint64(j-i)
+		runs, err := fsys.allocate(in, first, n)
+		if err != nil {
+			return nil, err
+		}
+		removed, err := fsys.unmapRange(in, first, first+n)
+		if err != nil {
+			return nil, err
+		}
+		if err := fsys.release(op, removed); err != nil {
+			return nil, err
+		}
+		k, lblk := i, first
+		for _, r := range runs {
+			if err := fsys.mapRange(in, mapping{lblk: lblk, pblk: r.Start, n: r.Len}); err != nil {
+				return nil, err
+			}
+			for b := uint64(0); b < r.Len; b++ {
+				plan[k].dst = r.Start + b
+				k++
+			}
+			lblk += r.Len
+		}
+		i = j
+	}
+	// 3. Unwritten blocks written in place become written, and fresh: their
+	// contents are not durable yet, like any new block.
+	for i := 0; i < len(unwrittenInPlace); {
+		j := i + 1
+		for j < len(unwrittenInPlace) && unwrittenInPlace[j].lblk == unwrittenInPlace[j-1].lblk+1 &&
+			unwrittenInPlace[j].dst == unwrittenInPlace[j-1].dst+1 {
+			j++
+		}
+		w := unwrittenInPlace[i]
+		if err := fsys.convertWritten(in, w.lblk, w.dst, uint64(j-i)); err != nil {
+			return nil, err
+		}
+		i = j
+	}
+	return plan, nil
+}
+
+// errNoSpace is ENOSPC, saying whether a commit would free space.
+func errNoSpace(fsys *FS) error {
+	if q := fsys.alloc.Quarantined(); q > 0 {
+		return fmt.Errorf("%w (%d blocks freed by the running transaction become usable after it commits)", syscall.ENOSPC, q)
+	}
+	return syscall.ENOSPC
+}
+
+// convertWritten turns the unwritten mapping of file blocks [lblk, lblk+n),
+// at physical blocks [p, p+n), into a written one.
+func (fsys *FS) convertWritten(in *inode, lblk, p, n uint64) error {
+	removed, err := fsys.unmapRange(in, lblk, lblk+n)
+	if err != nil {
+		return err
+	}
+	if len(removed) != 1 || removed[0].pblk != p || removed[0].n != n {
+		return fmt.Errorf("inode %d: converting blocks %d+%d: mapping changed: %w", in.ino, lblk, n, syscall.EIO)
+	}
+	fsys.fresh.ReplaceOrInsert(allocRun(p, n))
+	return fsys.mapRange(in, mapping{lblk: lblk, pblk: p, n: n})
+}
+
+// writeLocked writes data at off without changing the file size. The caller
+// holds in.lock exclusively and fsys.gate shared.
+func (fsys *FS) writeLocked(op *opState, in *inode, data []byte, off int64) error {
+	if len(data) == 0 {
+		return nil
+	}
+	b0 := uint64(off) / BlockSize
+	b1 := (uint64(off) + uint64(len(data)) + BlockSize - 1) / BlockSize
+	fsys.mu.Lock()
+	plan, err := fsys.planWrite(op, in, b0, b1)
+	fsys.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return fsys.fillBlocks(in, plan, uint64(off), uint64(len(data)), func(blockStart uint64, frame []byte) {
+		from := max(uint64(off), blockStart)
+		to := min(uint64(off)+uint64(len(data)), blockStart+BlockSize)
+		copy(frame[from-blockStart:to-blockStart], data[from-uint64(off):to-uint64(off)])
+	})
+}
+
+// fillBlocks carries out a write plan: each destination frame receives the
+// old contents (unless fully overwritten) and then the new bytes from put.
+// The new bytes cover [off, off+n).
+func (fsys *FS) fillBlocks(in *inode, plan []blockWrite, off, n uint64, put func(blockStart uint64, frame []byte)) error {
+	var firstErr error
+	for _, w := range plan {
+		bs := w.lblk * BlockSize
+		full := off <= bs && off+n >= bs+BlockSize
+		if err := fsys.fillBlock(in, w, full, put); err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+func (fsys *FS) fillBlock(in *inode, w blockWrite, full bool, put func(uint64, []byte)) error {
+	blockStart := w.lblk * BlockSize
+	dst, loaded, err := fsys.cache.GetOrReserve(w.dst, in.ino)
+	if err != nil {
+		return err
+	}
+	data := dst.Data()
+	if loaded {
+		// The frame may be dirty with a write-back in flight: keep
+		// write-backs off it until the new bytes are complete.
+		fsys.cache.BeginWrite(dst)
+	}
+	var fillErr error
+	switch {
+	case full:
+		// Every byte is about to be overwritten.
+	case !w.srcData:
+		clear(data)
+	case w.inPlace && loaded:
+		// The resident frame is the block's current contents.
+	case w.inPlace:
+		// Current contents are on the device only.
+		if err := fsys.dev.ReadBlocks([][]byte{data}, int64(w.src)*BlockSize); err != nil {
+			fillErr = fmt.Errorf("reading block %d: %v: %w", w.src, err, syscall.EIO)
+		} else {
+			fillErr = fsys.verify(in.ino, w.src, data)
+		}
+	default:
+		src, err := fsys.pinRun(in.ino, w.src, 1)
+		if err != nil {
+			fillErr = err
+		} else {
+			copy(data, src[0].Data())
+			fsys.cache.Unpin(src[0])
+		}
+	}
+	if fillErr != nil {
+		// Never leave another block's bytes in the frame: the unreadable
+		// old contents become zeros and the caller gets EIO.
+		clear(data)
+	}
+	put(blockStart, data)
+	if loaded {
+		fsys.cache.EndWrite(dst)
+	} else {
+		fsys.cache.Loaded(dst, nil)
+		fsys.cache.MarkDirty(dst)
+	}
+	fsys.cache.Unpin(dst)
+	return fillErr
+}
+
+// zeroPartial zeroes bytes [from, to) of the single file block containing
+// them if that block holds written data (holes and unwritten blocks already
+// read as zeros).
+func (fsys *FS) zeroPartial(op *opState, in *inode, from, to int64) error {
+	if from >= to {
+		return nil
+	}
+	b := uint64(from) / BlockSize
+	fsys.mu.Lock()
+	ms, err := fsys.extentsIn(in.ino, b, b+1)
+	fsys.mu.Unlock()
+	if err != nil || len(ms) == 0 || ms[0].unwritten {
+		return err
+	}
+	return fsys.writeLocked(op, in, zeroBlock[:to-from], from)
+}

@@ -1,0 +1,564 @@
+package reflinkfs
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/btree"
+	"github.com/reflinkfs/reflinkfs/internal/alloc"
+	"github.com/reflinkfs/reflinkfs/internal/cache"
+	"github.com/reflinkfs/reflinkfs/internal/device"
+	"github.com/reflinkfs/reflinkfs/internal/kv"
+	"github.com/reflinkfs/reflinkfs/internal/meta"
+)
+
+// Files inside an image directory.
+const (
+	formatFile = "reflinkfs-image" // marker: "reflinkfs image\nformat N\n"
+	metaDir    = "meta"
+	dataFile   = "data"
+	lockFile   = "lock"
+)
+
+const (
+	defaultSize           = 64 << 30
+	defaultCacheSize      = 256 << 20
+	defaultCommitInterval = 5 * time.Second
+	// commitTxnBytes triggers a commit when the running transaction grows past it.
+	commitTxnBytes = 64 << 20
+)
+
+// FS is an open reflinkfs image. It is safe for concurrent use.
+//
+// Locking, outermost first:
+//
+//	inode.lock   per-inode data lock: readers share it, anything that changes
+//	             the file's extent map or size holds it exclusively. Holding it
+//	             keeps every physical block the file maps referenced, so a
+//	             reader can use cache frames of those blocks without fs.mu.
+//	fs.gate      mutating operations hold it shared from planning to the last
+//	             copy into a cache frame; commit holds it exclusively, so a
+//	             commit never writes back half-written frames.
+//	fs.mu        the running transaction, allocator, superblock counters,
+//	             fresh-block index and the in-memory inode table.
+//	crcMu        checksums of blocks written back but not yet committed.
+type FS struct {
+	dir   string
+	opt   Options
+	log   *slog.Logger
+	lock  *os.File
+	store kv.Store
+	dev   device.Device
+	cache *cache.Cache
+
+	gate sync.RWMutex
+
+	mu     sync.Mutex
+	txn    kv.Txn
+	alloc  *alloc.Allocator
+	sb     meta.Super
+	inodes map[uint64]*inode // inodes with open files or operations in flight
+	// fresh holds physical runs allocated in the running transaction. No
+	// durable metadata references them, so while unshared they may be
+	// overwritten in place; everything else is copied on write.
+	fresh *btree.BTreeG[alloc.Run]
+	// Counters of the running state (persisted implicitly by the records).
+	mappedBlocks int64 // sum of all extent lengths (logical use)
+	sharedBlocks int64 // physical blocks with reference count >= 2
+	inodeCount   int64
+	closed       bool
+
+	crcMu      sync.Mutex
+	pendingCRC map[uint64]uint32
+
+	stopCommit chan struct{}
+	commitDone chan struct{}
+
+	commits        atomic.Int64
+	checksumErrors atomic.Int64
+}
+
+// inode is the in-memory state of an inode in use.
+type inode struct {
+	ino  uint64
+	lock sync.RWMutex
+	// Protected by fs.mu:
+	rec   meta.Inode
+	opens int // open Files
+	refs  int // opens plus operations in flight; the entry is dropped at 0
+}
+
+func pathErr(op, name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return err
+	}
+	return &fs.PathError{Op: op, Path: name, Err: err}
+}
+
+func (o *Options) withDefaults() Options {
+	opt := *o
+	if opt.Size <= 0 {
+		opt.Size = defaultSize
+	}
+	if opt.CacheSize <= 0 {
+		opt.CacheSize = defaultCacheSize
+	}
+	if opt.CommitInterval == 0 {
+		opt.CommitInterval = defaultCommitInterval
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	return opt
+}
+
+// Create makes a new image in dir (created if missing; it must be empty or
+// absent) and opens it. The data file is sparse: it uses host space only for
+// blocks written.
+func Create(dir string, opt Options) (*FS, error) {
+	opt = opt.withDefaults()
+	blocks := uint64(opt.Size) / BlockSize
+	if blocks < 256 {
+		return nil, pathErr("create", dir, fmt.Errorf("image size %d is below the minimum of 1 MiB: %w", opt.Size, syscall.EINVAL))
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(ents) > 0 {
+		return nil, pathErr("create", dir, fmt.Errorf("directory is not empty: %w", syscall.EEXIST))
+	}
+	lk, err := lockImage(dir)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*FS, error) {
+		lk.Close()
+		return nil, pathErr("create", dir, err)
+	}
+	store, err := kv.OpenPebble(filepath.Join(dir, metaDir), kv.PebbleOptions{CreateIfMissing: true})
+	if err != nil {
+		return fail(err)
+	}
+	dev, err := device.OpenFile(filepath.Join(dir, dataFile), int64(blocks)*BlockSize, true)
+	if err != nil {
+		store.Close()
+		return fail(err)
+	}
+	txn := store.NewTxn()
+	sb := meta.Super{Version: meta.FormatVersion, BlockSize: BlockSize, DeviceBlocks: blocks, NextIno: RootIno + 1, NextGen: 2}
+	now := time.Now().UnixNano()
+	root := meta.Inode{Gen: 1, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Parent: RootIno, Atime: now, Mtime: now, Ctime: now, Btime: now}
+	err = errors.Join(
+		txn.Set(meta.SuperKey(), sb.Encode()),
+		txn.Set(meta.InodeKey(RootIno), root.Encode(RootIno)),
+	)
+	if err == nil {
+		_, err = alloc.Format(txn, blocks)
+	}
+	if err == nil {
+		err = store.Commit(txn, true)
+	}
+	if err == nil {
+		err = dev.Flush()
+	}
+	if err == nil {
+		// The marker is written last: a directory without it is not an image.
+		err = writeFileSync(filepath.Join(dir, formatFile), fmt.Sprintf("reflinkfs image\nformat %d\n", meta.FormatVersion))
+	}
+	dev.Close()
+	store.Close()
+	lk.Close()
+	if err != nil {
+		return nil, pathErr("create", dir, err)
+	}
+	return Open(dir, opt)
+}
+
+func writeFileSync(path, content string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// lockImage takes the image's exclusive lock, so two processes never open
+// the same image.
+func lockImage(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, pathErr("open", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(f.Name())
+		f.Close()
+		who := strings.TrimSpace(string(holder))
+		if who != "" {
+			who = " (pid " + who + ")"
+		}
+		return nil, pathErr("open", dir, fmt.Errorf("image is in use by another process%s: %w", who, syscall.EBUSY))
+	}
+	f.Truncate(0)
+	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return f, nil
+}
+
+// checkFormat verifies that dir holds an image of a format this code reads.
+func checkFormat(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, formatFile))
+	if errors.Is(err, os.ErrNotExist) {
+		if _, serr := os.Stat(dir); serr != nil {
+			return serr
+		}
+		return fmt.Errorf("not a reflinkfs image (no %s file): %w", formatFile, syscall.EINVAL)
+	}
+	if err != nil {
+		return err
+	}
+	var version int
+	if _, err := fmt.Sscanf(string(b), "reflinkfs image\nformat %d\n", &version); err != nil {
+		return fmt.Errorf("not a reflinkfs image (unreadable %s): %w", formatFile, syscall.EINVAL)
+	}
+	if version != meta.FormatVersion {
+		return fmt.Errorf("image format version %d is not supported (this build reads version %d): %w", version, meta.FormatVersion, syscall.EINVAL)
+	}
+	return nil
+}
+
+// Open opens an existing image.
+func Open(dir string, opt Options) (*FS, error) {
+	opt = opt.withDefaults()
+	if err := checkFormat(dir); err != nil {
+		return nil, pathErr("open", dir, err)
+	}
+	lk, err := lockImage(dir)
+	if err != nil {
+		return nil, err
+	}
+	fsys := &FS{dir: dir, opt: opt, log: opt.Logger, lock: lk,
+		inodes:     make(map[uint64]*inode),
+		fresh:      btree.NewG(16, func(a, b alloc.Run) bool { return a.Start < b.Start }),
+		pendingCRC: make(map[uint64]uint32),
+	}
+	if err := fsys.load(); err != nil {
+		fsys.closeResources()
+		return nil, pathErr("open", dir, err)
+	}
+	if opt.CommitInterval > 0 && !opt.ReadOnly {
+		fsys.stopCommit = make(chan struct{})
+		fsys.commitDone = make(chan struct{})
+		go fsys.commitLoop()
+	}
+	return fsys, nil
+}
+
+func (fsys *FS) load() error {
+	store, err := kv.OpenPebble(filepath.Join(fsys.dir, metaDir), kv.PebbleOptions{ReadOnly: fsys.opt.ReadOnly})
+	if err != nil {
+		return fmt.Errorf("metadata store is damaged or missing (run `reflinkfs fsck %s`): %w", fsys.dir, err)
+	}
+	fsys.store = store
+	v, err := store.Get(meta.SuperKey())
+	if err != nil {
+		return fmt.Errorf("reading superblock (run `reflinkfs fsck %s`): %w", fsys.dir, err)
+	}
+	sb, err := meta.DecodeSuper(v)
+	if err != nil {
+		return fmt.Errorf("superblock is damaged (run `reflinkfs fsck %s`): %w", fsys.dir, err)
+	}
+	if sb.Version != meta.FormatVersion || sb.BlockSize != BlockSize {
+		return fmt.Errorf("superblock has format %d, block size %d; this build reads format %d, block size %d: %w",
+			sb.Version, sb.BlockSize, meta.FormatVersion, BlockSize, syscall.EINVAL)
+	}
+	fsys.sb = sb
+	dev, err := device.OpenFile(filepath.Join(fsys.dir, dataFile), int64(sb.DeviceBlocks)*BlockSize, false)
+	if err != nil {
+		return fmt.Errorf("data device: %w", err)
+	}
+	fsys.dev = dev
+	if dev.Size() < int64(sb.DeviceBlocks)*BlockSize {
+		return fmt.Errorf("data file is %d bytes, superblock says %d (truncated image?): %w", dev.Size(), int64(sb.DeviceBlocks)*BlockSize, syscall.EIO)
+	}
+	if fsys.alloc, err = alloc.Load(store, sb.DeviceBlocks); err != nil {
+		return fmt.Errorf("free space records (run `reflinkfs fsck %s`): %w", fsys.dir, err)
+	}
+	if err := fsys.loadCounters(); err != nil {
+		return err
+	}
+	fsys.cache, err = cache.New(cache.Config{Bytes: fsys.opt.CacheSize, WriteBack: fsys.writeBackOne})
+	if err != nil {
+		return err
+	}
+	fsys.txn = store.NewTxn()
+	if fsys.opt.ReadOnly {
+		return nil
+	}
+	return fsys.processOrphans()
+}
+
+// loadCounters recomputes the space counters from the records. It reads
+// every extent and refcount record once, at open.
+func (fsys *FS) loadCounters() error {
+	it := fsys.store.NewIter([]byte{meta.PrefixExtent}, []byte{meta.PrefixExtent + 1})
+	for ok := it.First(); ok; ok = it.Next() {
+		e, err := meta.DecodeExtent(it.Key(), it.Value())
+		if err != nil {
+			it.Close()
+			return err
+		}
+		fsys.mappedBlocks += int64(e.Len)
+	}
+	it.Close()
+	it = fsys.store.NewIter([]byte{meta.PrefixRefcount}, []byte{meta.PrefixRefcount + 1})
+	for ok := it.First(); ok; ok = it.Next() {
+		r, err := meta.DecodeRun(it.Key(), it.Value())
+		if err != nil {
+			it.Close()
+			return err
+		}
+		fsys.sharedBlocks += int64(r.Len)
+	}
+	it.Close()
+	it = fsys.store.NewIter([]byte{meta.PrefixInode}, []byte{meta.PrefixInode + 1})
+	for ok := it.First(); ok; ok = it.Next() {
+		fsys.inodeCount++
+	}
+	return it.Close()
+}
+
+// processOrphans frees inodes that were unlinked while open when the image
+// was last closed (or crashed).
+func (fsys *FS) processOrphans() error {
+	it := fsys.store.NewIter([]byte{meta.PrefixOrphan}, []byte{meta.PrefixOrphan + 1})
+	var orphans []uint64
+	for ok := it.First(); ok; ok = it.Next() {
+		ino, err := meta.ParseKey1(meta.PrefixOrphan, it.Key())
+		if err != nil {
+			it.Close()
+			return err
+		}
+		orphans = append(orphans, ino)
+	}
+	it.Close()
+	if len(orphans) == 0 {
+		return nil
+	}
+	fsys.mu.Lock()
+	for _, ino := range orphans {
+		if err := fsys.freeInodeLocked(ino); err != nil {
+			fsys.mu.Unlock()
+			return fmt.Errorf("freeing orphan inode %d: %w", ino, err)
+		}
+	}
+	fsys.mu.Unlock()
+	fsys.log.Info("freed orphan inodes", "count", len(orphans))
+	return fsys.Sync()
+}
+
+func (fsys *FS) commitLoop() {
+	defer close(fsys.commitDone)
+	t := time.NewTicker(fsys.opt.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-fsys.stopCommit:
+			return
+		case <-t.C:
+			if err := fsys.commit(); err != nil {
+				fsys.log.Error("periodic commit failed", "image", fsys.dir, "err", err)
+			}
+		}
+	}
+}
+
+// Sync makes every change made so far durable (syncfs).
+func (fsys *FS) Sync() error {
+	return pathErr("sync", fsys.dir, fsys.commit())
+}
+
+// commit makes the running transaction durable: dirty data is written to the
+// device and flushed before the metadata that references it is committed;
+// blocks freed by the transaction become reusable only afterwards.
+func (fsys *FS) commit() error {
+	fsys.gate.Lock()
+	defer fsys.gate.Unlock()
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	if fsys.closed {
+		return fs.ErrClosed
+	}
+	if fsys.opt.ReadOnly {
+		return nil
+	}
+	// 1. Data: every dirty frame belongs to a fresh block of this transaction.
+	if err := fsys.cache.FlushDirty(0, ^uint64(0), fsys.writeBackRun); err != nil {
+		return fmt.Errorf("writing back data: %w", err)
+	}
+	fsys.crcMu.Lock()
+	pending := make(map[uint64]uint32, len(fsys.pendingCRC))
+	for b, c := range fsys.pendingCRC {
+		pending[b] = c
+	}
+	fsys.crcMu.Unlock()
+	if fsys.txn.Empty() && len(pending) == 0 {
+		return nil
+	}
+	if err := fsys.dev.Flush(); err != nil {
+		return fmt.Errorf("flushing data device: %w", err)
+	}
+	// 2. Metadata, with the checksums of the data just made durable.
+	for b, c := range pending {
+		k := meta.ChecksumKey(b)
+		if err := fsys.txn.Set(k, meta.EncodeU32(k, c)); err != nil {
+			return err
+		}
+	}
+	if err := fsys.txn.Set(meta.SuperKey(), fsys.sb.Encode()); err != nil {
+		return err
+	}
+	if err := fsys.store.Commit(fsys.txn, true); err != nil {
+		// The transaction is lost; the in-memory state is ahead of the
+		// store and can no longer be made durable.
+		fsys.txn = fsys.store.NewTxn()
+		return fmt.Errorf("committing metadata: %w", err)
+	}
+	fsys.txn = fsys.store.NewTxn()
+	fsys.commits.Add(1)
+	fsys.crcMu.Lock()
+	for b, c := range pending {
+		if fsys.pendingCRC[b] == c {
+			delete(fsys.pendingCRC, b)
+		}
+	}
+	fsys.crcMu.Unlock()
+	// 3. Freed blocks: durable now, so reusable; give their host space back.
+	for _, r := range fsys.alloc.ReleaseQuarantine() {
+		if err := fsys.dev.Punch(int64(r.Start)*BlockSize, int64(r.Len)*BlockSize); err != nil {
+			fsys.log.Warn("punching freed blocks failed", "start", r.Start, "blocks", r.Len, "err", err)
+		}
+	}
+	fsys.fresh.Clear(false)
+	for ino, in := range fsys.inodes {
+		if in.refs == 0 {
+			delete(fsys.inodes, ino)
+		}
+	}
+	return nil
+}
+
+// maybeCommit commits when the running transaction has grown large. Called
+// by operations after they release their locks.
+func (fsys *FS) maybeCommit() {
+	fsys.mu.Lock()
+	big := fsys.txn != nil && fsys.txn.Size() > commitTxnBytes
+	fsys.mu.Unlock()
+	if big {
+		if err := fsys.commit(); err != nil && !errors.Is(err, fs.ErrClosed) {
+			fsys.log.Error("commit failed", "err", err)
+		}
+	}
+}
+
+// writeBackRun writes consecutive dirty blocks to the device and records
+// their checksums for the next commit.
+func (fsys *FS) writeBackRun(first uint64, data [][]byte) error {
+	if err := fsys.dev.WriteBlocks(data, int64(first)*BlockSize); err != nil {
+		return err
+	}
+	fsys.crcMu.Lock()
+	for i, d := range data {
+		fsys.pendingCRC[first+uint64(i)] = meta.Checksum(d)
+	}
+	fsys.crcMu.Unlock()
+	return nil
+}
+
+func (fsys *FS) writeBackOne(block uint64, data []byte) error {
+	return fsys.writeBackRun(block, [][]byte{data})
+}
+
+// Close commits everything and releases the image.
+func (fsys *FS) Close() error {
+	if fsys.stopCommit != nil {
+		close(fsys.stopCommit)
+		<-fsys.commitDone
+		fsys.stopCommit = nil
+	}
+	err := fsys.commit()
+	fsys.mu.Lock()
+	if fsys.closed {
+		fsys.mu.Unlock()
+		return pathErr("close", fsys.dir, fs.ErrClosed)
+	}
+	fsys.closed = true
+	fsys.mu.Unlock()
+	return pathErr("close", fsys.dir, errors.Join(err, fsys.closeResources()))
+}
+
+func (fsys *FS) closeResources() error {
+	var errs []error
+	if fsys.cache != nil {
+		errs = append(errs, fsys.cache.Close())
+	}
+	if fsys.dev != nil {
+		errs = append(errs, fsys.dev.Close())
+	}
+	if fsys.store != nil {
+		errs = append(errs, fsys.store.Close())
+	}
+	if fsys.lock != nil {
+		errs = append(errs, fsys.lock.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Stats reports space and cache figures.
+func (fsys *FS) Stats() Stats {
+	fsys.mu.Lock()
+	s := Stats{
+		BlockSize:    BlockSize,
+		DeviceBytes:  int64(fsys.sb.DeviceBlocks) * BlockSize,
+		FreeBytes:    int64(fsys.alloc.FreeBlocks()) * BlockSize,
+		LogicalBytes: fsys.mappedBlocks * BlockSize,
+		SharedBytes:  fsys.sharedBlocks * BlockSize,
+		Inodes:       fsys.inodeCount,
+	}
+	fsys.mu.Unlock()
+	s.UsedBytes = s.DeviceBytes - s.FreeBytes
+	cs := fsys.cache.Stats()
+	s.CacheLimitBytes = cs.Frames * BlockSize
+	s.CachedBytes = cs.Resident * BlockSize
+	s.DirtyBytes = cs.Dirty * BlockSize
+	s.SharedCachedBytes = cs.Shared * BlockSize
+	s.PerFileCachedBytes = cs.PerFile * BlockSize
+	s.CacheHits, s.CacheMisses, s.CacheEvictions = cs.Hits, cs.Misses, cs.Evictions
+	s.ChecksumErrors = fsys.checksumErrors.Load()
+	s.Commits = fsys.commits.Load()
+	return s
+}
