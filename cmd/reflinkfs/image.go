@@ -1,0 +1,170 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/reflinkfs/reflinkfs"
+	"github.com/reflinkfs/reflinkfs/internal/control"
+	"github.com/spf13/cobra"
+)
+
+func newMkfsCommand() *cobra.Command {
+	var size string
+	cmd := &cobra.Command{
+		Use:   "mkfs --size N IMAGE",
+		Short: "Create an empty image",
+		Long: `Create a new image in the directory IMAGE, which must not exist or be empty.
+The data file is sparse: it takes host space only for blocks written.
+'reflinkfs mount' also creates an image on first use.`,
+		Example: `  reflinkfs mkfs --size 64G /var/tmp/reflinkfs.img`,
+		Args:    exactArgs("IMAGE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("size") {
+				return usagef("--size is required (e.g. --size 64G)")
+			}
+			n, err := parseSize(size)
+			if err != nil {
+				return usagef("--size %q: %v", size, err)
+			}
+			dir, err := filepath.Abs(args[0])
+			if err != nil {
+				return err
+			}
+			fresh, err := freshImage(dir)
+			if err != nil {
+				return err
+			}
+			if !fresh {
+				return fmt.Errorf("image %s: directory is not empty (refusing to overwrite)", dir)
+			}
+			fsys, err := reflinkfs.Create(dir, reflinkfs.Options{Size: n})
+			if err != nil {
+				return err
+			}
+			if err := fsys.Close(); err != nil {
+				return fmt.Errorf("image %s: %w", dir, err)
+			}
+			fmt.Printf("created %s: %s\n", dir, formatBytes(n))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&size, "size", "", "data device size (K, M, G, T suffixes, powers of 1024)")
+	return cmd
+}
+
+func newFsckCommand() *cobra.Command {
+	var repair bool
+	cmd := &cobra.Command{
+		Use:   "fsck [--repair] IMAGE",
+		Short: "Check an unmounted image's consistency, optionally repairing it",
+		Long: `Check every invariant of an unmounted image: reference counts against extent
+maps, free space, the directory tree, link counts. Without --repair the image
+is opened read-only and not changed. With --repair what can be fixed safely is
+fixed, and the image is checked again.
+
+Exit status (as e2fsck): 0 clean, 1 errors were repaired (or fsck could not
+run), 4 errors left uncorrected.`,
+		Example: `  reflinkfs fsck /var/tmp/reflinkfs.img
+  reflinkfs fsck --repair /var/tmp/reflinkfs.img`,
+		Args: exactArgs("IMAGE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return fsck(args[0], repair)
+		},
+	}
+	cmd.Flags().BoolVar(&repair, "repair", false, "fix what can be fixed safely")
+	return cmd
+}
+
+func fsck(arg string, repair bool) error {
+	dir, err := filepath.Abs(arg)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("image %s: %w", dir, unwrapPathError(err))
+	} else if !fi.IsDir() {
+		return fmt.Errorf("image %s: not a directory", dir)
+	}
+	fsys, err := reflinkfs.Open(dir, reflinkfs.Options{ReadOnly: !repair, CommitInterval: -1})
+	if err != nil {
+		return err
+	}
+	report, err := fsys.Fsck(repair)
+	if err != nil {
+		fsys.Close()
+		return fmt.Errorf("image %s: fsck: %w", dir, err)
+	}
+	printFsckReport(dir, report)
+	// Repair's report lists what was found before fixing; check again to
+	// know what is left.
+	left := report
+	if repair && !report.Clean() {
+		if left, err = fsys.Fsck(false); err != nil {
+			fsys.Close()
+			return fmt.Errorf("image %s: fsck after repair: %w", dir, err)
+		}
+	}
+	if err := fsys.Close(); err != nil {
+		return fmt.Errorf("image %s: close: %w", dir, err)
+	}
+	switch {
+	case report.Clean():
+		fmt.Printf("%s: clean\n", dir)
+		return nil
+	case left.Clean():
+		fmt.Printf("%s: %d problems repaired; now clean\n", dir, len(report.Problems))
+		return &exitError{code: exitFailure}
+	default:
+		if repair {
+			fmt.Printf("%s: %d problems left after repair:\n", dir, len(left.Problems))
+			for _, p := range left.Problems {
+				fmt.Printf("  %s\n", p)
+			}
+		} else {
+			fmt.Printf("%s: %d problems; run 'reflinkfs fsck --repair %s'\n", dir, len(report.Problems), arg)
+		}
+		return &exitError{code: exitFsckErrors}
+	}
+}
+
+func printFsckReport(dir string, r *reflinkfs.FsckReport) {
+	fmt.Printf("%s: %d inodes, %d extents checked\n", dir, r.Inodes, r.Extents)
+	for _, p := range r.Problems {
+		fmt.Printf("problem: %s\n", p)
+	}
+	for _, p := range r.Repaired {
+		fmt.Printf("repaired: %s\n", p)
+	}
+}
+
+// resolveImage finds the image directory behind a mount point (from the
+// mount's source, which the daemon sets to the image path) or accepts an
+// image directory directly. mp is "" when arg is an image directory.
+func resolveImage(arg string) (image, mp string, err error) {
+	m, mp, err := lookupMount(arg)
+	if err == nil {
+		if !isFuseMount(m) || !filepath.IsAbs(m.Source) || !exists(filepath.Join(m.Source, control.SocketName)) {
+			return "", mp, fmt.Errorf("%s: not a reflinkfs mount (type %s, source %s has no control socket); if it was mounted with --fsname, give the image directory instead", mp, m.FsType, m.Source)
+		}
+		return m.Source, mp, nil
+	}
+	if !errors.Is(err, errNotMounted) {
+		return "", "", fmt.Errorf("%s: %w", arg, err)
+	}
+	abs, _ := filepath.Abs(arg)
+	if exists(filepath.Join(abs, control.SocketName)) {
+		return abs, "", nil
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return "", "", fmt.Errorf("%s: %w", abs, unwrapPathError(err))
+	}
+	return "", "", fmt.Errorf("%s: not a mount point (nor a mounted image directory)", abs)
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
