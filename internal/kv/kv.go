@@ -38,6 +38,8 @@ type Reader interface {
 
 // Txn is a pending set of changes. Reads through a Txn see its own writes
 // on top of the committed store. A Txn is not safe for concurrent use.
+// An Iterator from a Txn sees the writes made before NewIter, not later
+// ones: open a new Iterator after writing.
 type Txn interface {
 	Reader
 	Set(key, value []byte) error
