@@ -19,9 +19,6 @@ import (
 
 var zeroBlock [BlockSize]byte
 
-// maxFramesPerRead bounds how many frames a read pins at once.
-const maxFramesPerRead = 64
-
 // expectedCRC returns the checksum recorded for physical block p.
 func (fsys *FS) expectedCRC(p uint64) (uint32, bool, error) {
 	fsys.crcMu.Lock()
@@ -63,17 +60,20 @@ func (fsys *FS) verify(ino, p uint64, data []byte) error {
 	return nil
 }
 
-// pinRun returns pinned frames holding physical blocks [p, p+n), reading
-// the missing ones from the device in as few requests as possible.
-func (fsys *FS) pinRun(ino, p uint64, n int) ([]*cache.Frame, error) {
-	frames := make([]*cache.Frame, 0, n)
-	fail := func(err error) ([]*cache.Frame, error) {
-		for _, f := range frames {
-			fsys.cache.Unpin(f)
-		}
-		return nil, err
-	}
+// missBatch is how many missing blocks one device read may fill: large
+// enough for sequential reads to reach the device in big requests, small
+// enough that concurrent readers cannot pin the whole cache.
+func (fsys *FS) missBatch() int {
+	return max(1, min(32, int(fsys.cache.Stats().Frames/64)))
+}
+
+// visitRun calls fn, in order, with the contents of physical blocks
+// [p, p+n), reading missing blocks from the device in batches and verifying
+// their checksums. Frames are pinned only while fn runs or a batch is read.
+func (fsys *FS) visitRun(ino, p uint64, n int, fn func(i int, data []byte)) error {
+	batch := fsys.missBatch()
 	var missing []*cache.Frame // reserved, consecutive, not yet read
+	firstMissing := 0
 	readMissing := func() error {
 		if len(missing) == 0 {
 			return nil
@@ -87,7 +87,7 @@ func (fsys *FS) pinRun(ino, p uint64, n int) ([]*cache.Frame, error) {
 			err = fmt.Errorf("reading block %d: %v: %w", missing[0].Block(), err, syscall.EIO)
 		}
 		var firstErr error
-		for _, f := range missing {
+		for i, f := range missing {
 			e := err
 			if e == nil {
 				e = fsys.verify(ino, f.Block(), f.Data())
@@ -100,7 +100,10 @@ func (fsys *FS) pinRun(ino, p uint64, n int) ([]*cache.Frame, error) {
 				continue
 			}
 			fsys.cache.Loaded(f, nil)
-			frames = append(frames, f)
+			if firstErr == nil {
+				fn(firstMissing+i, f.Data())
+			}
+			fsys.cache.Unpin(f)
 		}
 		missing = missing[:0]
 		return firstErr
@@ -108,23 +111,28 @@ func (fsys *FS) pinRun(ino, p uint64, n int) ([]*cache.Frame, error) {
 	for i := 0; i < n; i++ {
 		f, loaded, err := fsys.cache.GetOrReserve(p+uint64(i), ino)
 		if err != nil {
-			readMissing()
-			return fail(err)
+			return errors.Join(readMissing(), err)
 		}
 		if loaded {
 			if err := readMissing(); err != nil {
 				fsys.cache.Unpin(f)
-				return fail(err)
+				return err
 			}
-			frames = append(frames, f)
+			fn(i, f.Data())
+			fsys.cache.Unpin(f)
 			continue
 		}
+		if len(missing) == 0 {
+			firstMissing = i
+		}
 		missing = append(missing, f)
+		if len(missing) >= batch {
+			if err := readMissing(); err != nil {
+				return err
+			}
+		}
 	}
-	if err := readMissing(); err != nil {
-		return fail(err)
-	}
-	return frames, nil
+	return readMissing()
 }
 
 // readLocked reads into p from offset off, which must be below the file
@@ -156,23 +164,17 @@ func (fsys *FS) readLocked(in *inode, p []byte, off int64) error {
 			zero(min(m.end()*BlockSize, end))
 			continue
 		}
-		for done := uint64(0); done < m.n; {
-			chunk := min(m.n-done, maxFramesPerRead)
-			frames, err := fsys.pinRun(in.ino, m.pblk+done, int(chunk))
-			if err != nil {
-				return err
+		err := fsys.visitRun(in.ino, m.pblk, int(m.n), func(i int, data []byte) {
+			blockStart := (m.lblk + uint64(i)) * BlockSize
+			from := max(pos, blockStart)
+			to := min(end, blockStart+BlockSize)
+			if from < to {
+				copy(p[from-uint64(off):to-uint64(off)], data[from-blockStart:to-blockStart])
+				pos = to
 			}
-			for i, f := range frames {
-				blockStart := (m.lblk + done + uint64(i)) * BlockSize
-				from := max(pos, blockStart)
-				to := min(end, blockStart+BlockSize)
-				if from < to {
-					copy(p[from-uint64(off):to-uint64(off)], f.Data()[from-blockStart:to-blockStart])
-					pos = to
-				}
-				fsys.cache.Unpin(f)
-			}
-			done += chunk
+		})
+		if err != nil {
+			return err
 		}
 	}
 	zero(end)
@@ -372,13 +374,7 @@ func (fsys *FS) fillBlock(in *inode, w blockWrite, full bool, put func(uint64, [
 			fillErr = fsys.verify(in.ino, w.src, data)
 		}
 	default:
-		src, err := fsys.pinRun(in.ino, w.src, 1)
-		if err != nil {
-			fillErr = err
-		} else {
-			copy(data, src[0].Data())
-			fsys.cache.Unpin(src[0])
-		}
+		fillErr = fsys.visitRun(in.ino, w.src, 1, func(_ int, src []byte) { copy(data, src) })
 	}
 	if fillErr != nil {
 		// Never leave another block's bytes in the frame: the unreadable

@@ -607,7 +607,9 @@ func (f *File) pairOp(opName string, src *File, fn func(op *opState) error) erro
 	if !f.writable() || !src.readable() {
 		return f.err(opName, syscall.EBADF)
 	}
-	if !isReg(f.in.rec.Mode) || !isReg(src.in.rec.Mode) {
+	var regular bool
+	f.fsys.locked(func() error { regular = isReg(f.in.rec.Mode) && isReg(src.in.rec.Mode); return nil })
+	if !regular {
 		return f.err(opName, syscall.EINVAL)
 	}
 	fsys := f.fsys
