@@ -9,6 +9,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,13 +32,16 @@ func main() {
 	if filepath.Base(os.Args[0]) == helperName {
 		os.Exit(runMountHelper(os.Args[1:]))
 	}
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 // run executes the command line args and returns the process exit code.
-func run(args []string) int {
+// Help and cobra's own output go to stdout; run's error line to stderr.
+func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCommand()
 	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	cmd, err := root.ExecuteC()
 	if err == nil {
 		return exitOK
@@ -45,16 +49,16 @@ func run(args []string) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintf(os.Stderr, "reflinkfs: %v\n", ee.err)
+			fmt.Fprintf(stderr, "reflinkfs: %v\n", ee.err)
 		}
 		return ee.code
 	}
 	if isUsageError(err) {
-		fmt.Fprintf(os.Stderr, "reflinkfs: %v\n", err)
-		fmt.Fprintf(os.Stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		fmt.Fprintf(stderr, "reflinkfs: %v\n", err)
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return exitUsage
 	}
-	fmt.Fprintf(os.Stderr, "reflinkfs: %v\n", err)
+	fmt.Fprintf(stderr, "reflinkfs: %v\n", err)
 	return exitFailure
 }
 
@@ -136,6 +140,9 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 		}
 		if len(args) < len(names) {
 			return usagef("missing %s", strings.Join(names[len(args):], " and "))
+		}
+		if len(names) == 0 {
+			return usagef("unexpected argument %q (%s takes none)", args[0], cmd.Name())
 		}
 		return usagef("unexpected argument %q (want %s)", args[len(names)], strings.Join(names, " "))
 	}

@@ -44,7 +44,7 @@ func newVersionCommand() *cobra.Command {
 		Example: `  reflinkfs version`,
 		Args:    exactArgs(),
 		Run: func(cmd *cobra.Command, args []string) {
-			fmt.Println(versionString())
+			fmt.Fprintln(cmd.OutOrStdout(), versionString())
 		},
 	}
 }

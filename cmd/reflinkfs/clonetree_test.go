@@ -1,0 +1,297 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// copyClone stands in for a reflink where the test file system has none.
+func copyClone(dst, src *os.File) error {
+	_, err := io.Copy(dst, src)
+	return err
+}
+
+// entryMeta is what cloneTree must reproduce for one path.
+type entryMeta struct {
+	mode     uint32
+	uid, gid uint32
+	atime    int64
+	mtime    int64
+	content  string
+	link     string
+	xattrs   map[string]string
+	rdev     uint64
+	inodeKey string // paths with the same key must be hard links of each other
+}
+
+func xattrMap(t *testing.T, path string) map[string]string {
+	names, err := listXattrs(path)
+	if err != nil && !errors.Is(err, unix.ENOTSUP) {
+		t.Fatalf("listxattr %s: %v", path, err)
+	}
+	m := map[string]string{}
+	for _, n := range names {
+		v, err := getXattr(path, n)
+		if err != nil {
+			t.Fatalf("getxattr %s %s: %v", path, n, err)
+		}
+		m[n] = string(v)
+	}
+	return m
+}
+
+func snapshotTree(t *testing.T, root string) map[string]entryMeta {
+	t.Helper()
+	out := map[string]entryMeta{}
+	inodes := map[uint64]string{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		var st unix.Stat_t
+		if err := unix.Lstat(path, &st); err != nil {
+			return err
+		}
+		m := entryMeta{mode: st.Mode, uid: st.Uid, gid: st.Gid, atime: st.Atim.Nano(), mtime: st.Mtim.Nano(), xattrs: xattrMap(t, path)}
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOATIME, 0)
+			if err != nil {
+				return err
+			}
+			b, err := io.ReadAll(f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			m.content = string(b)
+		case unix.S_IFLNK:
+			m.link, _ = os.Readlink(path)
+		case unix.S_IFCHR, unix.S_IFBLK:
+			m.rdev = st.Rdev
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			if first, ok := inodes[st.Ino]; ok {
+				m.inodeKey = first
+			} else {
+				inodes[st.Ino] = rel
+				m.inodeKey = rel
+			}
+		}
+		out[rel] = m
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestCloneTree(t *testing.T) {
+	base := t.TempDir()
+	src := filepath.Join(base, "src")
+	root := os.Geteuid() == 0
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(src, "a/deep/er"), 0o755))
+	must(os.Mkdir(filepath.Join(src, "ro"), 0o755))
+	must(os.Mkdir(filepath.Join(src, "sgid"), 0o755))
+	must(os.WriteFile(filepath.Join(src, "a/deep/er/file"), []byte("deep"), 0o640))
+	must(os.WriteFile(filepath.Join(src, "ro/inside"), []byte("in a read-only dir"), 0o444))
+	must(os.WriteFile(filepath.Join(src, "setuid"), []byte("#!/bin/sh\n"), 0o755))
+	must(os.WriteFile(filepath.Join(src, "empty"), nil, 0o600))
+	must(os.WriteFile(filepath.Join(src, "linked"), []byte("two names"), 0o644))
+	must(os.Link(filepath.Join(src, "linked"), filepath.Join(src, "a/deep/linked-too")))
+	must(os.Symlink("a/deep/er/file", filepath.Join(src, "symlink")))
+	must(os.Symlink("/nonexistent/target", filepath.Join(src, "dangling")))
+	must(unix.Mkfifo(filepath.Join(src, "fifo"), 0o620))
+	if root {
+		must(unix.Mknod(filepath.Join(src, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+		must(os.Lchown(filepath.Join(src, "a/deep/er/file"), 1234, 5678))
+		must(os.Lchown(filepath.Join(src, "symlink"), 4321, 8765))
+		must(os.Lchown(filepath.Join(src, "a"), 1111, 2222))
+	}
+	must(os.Chmod(filepath.Join(src, "setuid"), 0o755|os.ModeSetuid))
+	must(os.Chmod(filepath.Join(src, "sgid"), 0o2775|os.ModeSetgid))
+	xattrsWork := unix.Setxattr(filepath.Join(src, "a/deep/er/file"), "user.color", []byte("blue"), 0) == nil
+	if xattrsWork {
+		must(unix.Setxattr(filepath.Join(src, "a"), "user.dir", []byte("d"), 0))
+		must(unix.Setxattr(filepath.Join(src, "empty"), "user.empty", nil, 0))
+	}
+	// Distinct times in the past for every entry, set deepest first. Access
+	// times are recent and after the modification times, so that with
+	// relatime reading an entry (readlink) does not change them.
+	var paths []string
+	filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error { paths = append(paths, p); return err })
+	recent := time.Now().Add(-time.Hour)
+	for i := len(paths) - 1; i >= 0; i-- {
+		at := recent.Add(time.Duration(i*1000 + 7))
+		mt := time.Date(2002, 3, 4, 5, 6, 7, i*1000+9, time.UTC)
+		ts := []unix.Timespec{unix.NsecToTimespec(at.UnixNano()), unix.NsecToTimespec(mt.UnixNano())}
+		must(unix.UtimesNanoAt(unix.AT_FDCWD, paths[i], ts, unix.AT_SYMLINK_NOFOLLOW))
+	}
+	must(os.Chmod(filepath.Join(src, "ro"), 0o555)) // after filling it; chmod keeps times
+	want := snapshotTree(t, src)
+	// readlink may have updated symlinks' atimes (relatime: atime <= ctime);
+	// the clone copies what is there now, so expect that.
+	for rel, m := range want {
+		var st unix.Stat_t
+		must(unix.Lstat(filepath.Join(src, rel), &st))
+		m.atime = st.Atim.Nano()
+		want[rel] = m
+	}
+
+	dst := filepath.Join(base, "dst")
+	var warn bytes.Buffer
+	must(cloneTree(src, dst, copyClone, &warn))
+	if warn.Len() > 0 {
+		t.Errorf("warnings: %s", warn.String())
+	}
+	got := snapshotTree(t, dst)
+
+	for rel, w := range want {
+		g, ok := got[rel]
+		if !ok {
+			t.Errorf("%s: missing in clone", rel)
+			continue
+		}
+		if g.mode != w.mode {
+			t.Errorf("%s: mode %o, want %o", rel, g.mode, w.mode)
+		}
+		if root && (g.uid != w.uid || g.gid != w.gid) {
+			t.Errorf("%s: owner %d:%d, want %d:%d", rel, g.uid, g.gid, w.uid, w.gid)
+		}
+		if g.mtime != w.mtime {
+			t.Errorf("%s: mtime %v, want %v", rel, time.Unix(0, g.mtime).UTC(), time.Unix(0, w.mtime).UTC())
+		}
+		if g.atime != w.atime && w.mode&unix.S_IFMT != unix.S_IFDIR {
+			// (directories' atimes change when the snapshot reads them)
+			t.Errorf("%s: atime %v, want %v", rel, time.Unix(0, g.atime).UTC(), time.Unix(0, w.atime).UTC())
+		}
+		if g.content != w.content || g.link != w.link || g.rdev != w.rdev || g.inodeKey != w.inodeKey {
+			t.Errorf("%s: got content %q link %q rdev %d links-with %q; want %q %q %d %q",
+				rel, g.content, g.link, g.rdev, g.inodeKey, w.content, w.link, w.rdev, w.inodeKey)
+		}
+		if len(g.xattrs) != len(w.xattrs) {
+			t.Errorf("%s: xattrs %v, want %v", rel, g.xattrs, w.xattrs)
+		}
+		for k, v := range w.xattrs {
+			if g.xattrs[k] != v {
+				t.Errorf("%s: xattr %s = %q, want %q", rel, k, g.xattrs[k], v)
+			}
+		}
+	}
+	for rel := range got {
+		if _, ok := want[rel]; !ok {
+			t.Errorf("%s: extra entry in clone", rel)
+		}
+	}
+	if xattrsWork && len(want["a/deep/er/file"].xattrs) != 1 {
+		t.Error("test setup: xattr not recorded")
+	}
+	var st syscall.Stat_t
+	syscall.Stat(filepath.Join(dst, "linked"), &st)
+	if st.Nlink != 2 {
+		t.Errorf("hard link count %d, want 2", st.Nlink)
+	}
+}
+
+func TestCloneTreeRefuses(t *testing.T) {
+	base := t.TempDir()
+	src := filepath.Join(base, "src")
+	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
+	for _, tc := range []struct{ dst, want string }{
+		{filepath.Join(src, "sub/clone"), "inside the tree being cloned"},
+		{src, "inside the tree being cloned"},
+		{filepath.Join(src, "sub"), "inside the tree being cloned"},
+		{base, "already exists"},
+	} {
+		err := cloneTree(src, tc.dst, copyClone, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("cloneTree(%s, %s) = %v; want error containing %q", src, tc.dst, err, tc.want)
+		}
+	}
+	// A clone function that fails aborts the walk and names the problem.
+	os.WriteFile(filepath.Join(src, "sub/f"), []byte("x"), 0o644)
+	boom := errors.New("boom")
+	err := cloneTree(src, filepath.Join(base, "dst"), func(dst, src *os.File) error { return boom }, io.Discard)
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "partial copy") {
+		t.Errorf("failing clone: err = %v", err)
+	}
+}
+
+func TestDedupeFileChunks(t *testing.T) {
+	f, _ := os.CreateTemp(t.TempDir(), "f")
+	defer f.Close()
+	// Simulated file pair: chunks 1 and 2 differ; the tail is a partial block
+	// the fake rejects unless whole blocks are asked for.
+	size := int64(4*dedupeChunk + 5000)
+	var calls []span
+	fake := func(dst *os.File, dstOff int64, src *os.File, srcOff, length int64) (int64, bool, error) {
+		if dstOff != srcOff {
+			t.Fatalf("offsets differ: %d %d", dstOff, srcOff)
+		}
+		calls = append(calls, span{dstOff, length})
+		if dstOff+length == size && length%4096 != 0 {
+			return 0, false, unix.EINVAL
+		}
+		if dstOff >= dedupeChunk && dstOff < 3*dedupeChunk {
+			return 0, true, nil
+		}
+		return length, false, nil
+	}
+	res, err := dedupeFile(f, f, size, fake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDeduped := size - 2*dedupeChunk - (5000 - 4096)
+	if res.Deduped != wantDeduped || res.Compared != size {
+		t.Errorf("deduped %d of %d, want %d of %d", res.Deduped, res.Compared, wantDeduped, size)
+	}
+	if len(res.Differs) != 1 || res.Differs[0] != (span{dedupeChunk, 2 * dedupeChunk}) {
+		t.Errorf("differs %v, want one merged range [16M, 48M)", res.Differs)
+	}
+	if len(res.NotDeduped) != 1 || res.NotDeduped[0] != (span{size - 904, 904}) {
+		t.Errorf("not deduplicated %v, want the 904-byte tail", res.NotDeduped)
+	}
+	for _, c := range calls {
+		if c.Len > dedupeChunk {
+			t.Errorf("request of %d bytes exceeds the chunk size", c.Len)
+		}
+	}
+
+	// Short progress: the caller continues where the last call stopped.
+	next := int64(0)
+	short := func(dst *os.File, dstOff int64, src *os.File, srcOff, length int64) (int64, bool, error) {
+		if dstOff != next {
+			t.Fatalf("request at %d, want %d", dstOff, next)
+		}
+		n := min(length, 1<<20+4096)
+		next += n
+		return n, false, nil
+	}
+	if res, err := dedupeFile(f, f, 3*dedupeChunk, short); err != nil || res.Deduped != 3*dedupeChunk {
+		t.Errorf("short progress: deduped %d, err %v; want %d", res.Deduped, err, 3*dedupeChunk)
+	}
+
+	// No progress without "differs" is an error, not a hang.
+	stuck := func(*os.File, int64, *os.File, int64, int64) (int64, bool, error) { return 0, false, nil }
+	if _, err := dedupeFile(f, f, 4096, stuck); err == nil {
+		t.Error("no-progress dedupe did not fail")
+	}
+}
