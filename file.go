@@ -346,8 +346,11 @@ func (f *File) zeroEdges(op *opState, off, length int64) error {
 // PunchHole deallocates [off, off+length): whole blocks become holes, partial
 // blocks are zeroed. The size does not change.
 func (f *File) PunchHole(off, length int64) error {
-	if err := checkRange(off, length); err != nil || length == 0 {
+	if err := checkRange(off, length); err != nil {
 		return f.err("punch", err)
+	}
+	if length == 0 {
+		return f.err("punch", syscall.EINVAL)
 	}
 	return f.mutate("punch", func(op *opState) error {
 		if err := f.zeroEdges(op, off, length); err != nil {
@@ -380,8 +383,11 @@ func (f *File) ZeroRangeKeepSize(off, length int64) error {
 }
 
 func (f *File) zeroRange(off, length int64, keepSize bool) error {
-	if err := checkRange(off, length); err != nil || length == 0 {
+	if err := checkRange(off, length); err != nil {
 		return f.err("zero range", err)
+	}
+	if length == 0 {
+		return f.err("zero range", syscall.EINVAL)
 	}
 	return f.mutate("zero range", func(op *opState) error {
 		fsys := f.fsys
@@ -496,8 +502,11 @@ func (f *File) allocate(off, length int64, keepSize bool) error {
 // UnshareRange gives the file private copies of the shared blocks in
 // [off, off+length), so later writes there need no copy.
 func (f *File) UnshareRange(off, length int64) error {
-	if err := checkRange(off, length); err != nil || length == 0 {
+	if err := checkRange(off, length); err != nil {
 		return f.err("unshare", err)
+	}
+	if length == 0 {
+		return f.err("unshare", syscall.EINVAL)
 	}
 	return f.mutate("unshare", func(op *opState) error {
 		fsys := f.fsys
@@ -775,7 +784,11 @@ func (f *File) DedupeRange(src *File, srcOff, length, dstOff int64) (int64, erro
 		}
 		n := (uint64(length) + BlockSize - 1) / BlockSize
 		err = fsys.locked(func() error {
-			return fsys.remap(op, f.in, src.in, uint64(srcOff)/BlockSize, uint64(dstOff)/BlockSize, n)
+			if err := fsys.remap(op, f.in, src.in, uint64(srcOff)/BlockSize, uint64(dstOff)/BlockSize, n); err != nil {
+				return err
+			}
+			// Contents are unchanged, so times are too; the block count is not.
+			return fsys.saveInode(f.in)
 		})
 		if err == nil {
 			done = length

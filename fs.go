@@ -562,3 +562,17 @@ func (fsys *FS) Stats() Stats {
 	s.Commits = fsys.commits.Load()
 	return s
 }
+
+// DropCache writes back and then evicts every cached block (for benchmarks
+// and tests, like writing 3 to /proc/sys/vm/drop_caches).
+func (fsys *FS) DropCache() error {
+	if err := fsys.commit(); err != nil {
+		return err
+	}
+	fsys.gate.Lock()
+	defer fsys.gate.Unlock()
+	return fsys.dropCacheLocked()
+}
+
+// dropCacheLocked is replaced by cache.DropAll once the cache offers it.
+func (fsys *FS) dropCacheLocked() error { return syscall.ENOTSUP }
