@@ -34,7 +34,20 @@ func CloneRange(dst *os.File, src *os.File, srcOff, length, dstOff int64) error 
 	args := CloneRangeArgs{SrcFd: int64(src.Fd()), SrcOffset: uint64(srcOff), Length: uint64(length), DstOffset: uint64(dstOff)}
 	err := call(dst, IocCloneRange, unsafe.Pointer(&args))
 	runtime.KeepAlive(src)
-	return err
+	return refreshed(dst, err)
+}
+
+// refreshed re-reads dst's attributes after a successful change: the daemon
+// invalidated the kernel's copy, but direct I/O and mmap use the cached size
+// without asking again, so fetch it now.
+func refreshed(dst *os.File, err error) error {
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	_ = unix.Fstat(int(dst.Fd()), &st)
+	runtime.KeepAlive(dst)
+	return nil
 }
 
 // Clone makes dst a copy of the whole of src sharing all its blocks: dst is
@@ -43,7 +56,7 @@ func Clone(dst, src *os.File) error {
 	args := CloneArgs{SrcFd: int64(src.Fd())}
 	err := call(dst, IocClone, unsafe.Pointer(&args))
 	runtime.KeepAlive(src)
-	return err
+	return refreshed(dst, err)
 }
 
 // DedupeRange makes length bytes of dst at dstOff share src's blocks at srcOff
@@ -56,7 +69,7 @@ func DedupeRange(dst *os.File, dstOff int64, src *os.File, srcOff, length int64)
 	args := DedupeRangeArgs{SrcFd: int64(src.Fd()), SrcOffset: uint64(srcOff), Length: uint64(length), DstOffset: uint64(dstOff)}
 	err = call(dst, IocDedupeRange, unsafe.Pointer(&args))
 	runtime.KeepAlive(src)
-	if err != nil {
+	if err := refreshed(dst, err); err != nil {
 		return 0, false, err
 	}
 	return int64(args.BytesDeduped), args.Status == DedupeDiffers, nil

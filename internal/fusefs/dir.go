@@ -14,8 +14,12 @@ func (fs *fileSystem) Lookup(cancel <-chan struct{}, in *fuse.InHeader, name str
 	switch name {
 	case ".":
 		// Asked by the kernel to resolve a file handle (export support);
-		// the node need not be a directory.
+		// the node need not be a directory. A deleted inode (still open
+		// somewhere) is not reachable by handle: ENOENT becomes ESTALE.
 		a, err = fs.fsys.GetAttr(in.NodeId)
+		if err == nil && a.Nlink == 0 {
+			return fuse.ENOENT
+		}
 	default:
 		a, err = fs.fsys.Lookup(in.NodeId, name)
 	}

@@ -75,6 +75,13 @@ func mountFresh(t testing.TB, cfgs ...func(*mountConfig)) *testMount {
 	}
 	m := &testMount{image: filepath.Join(t.TempDir(), "image"), dir: t.TempDir(), opt: cfg.mount, eopt: cfg.engine}
 	m.opt.FsName = m.image
+	// t.TempDir's parents are 0700; tests run commands as other users.
+	for d := filepath.Dir(m.dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.opt.Debug = os.Getenv("REFLINKFS_FUSE_DEBUG") == "1"
 	fsys, err := reflinkfs.Create(m.image, cfg.engine)
 	if err != nil {
 		t.Fatalf("create image: %v", err)
@@ -124,7 +131,11 @@ func (m *testMount) remount(t testing.TB) {
 func (m *testMount) path(name string) string { return filepath.Join(m.dir, name) }
 
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	level := slog.LevelWarn
+	if os.Getenv("REFLINKFS_FUSE_DEBUG") == "1" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
 }
 
 type testWriter struct{ t testing.TB }
