@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -105,14 +106,19 @@ func (fs *fileSystem) withSource(pid uint32, srcFd int64, fn func(src *reflinkfs
 	if srcFd < 0 || srcFd > 1<<31-1 {
 		return fuse.EBADF
 	}
-	fd, st := callerFd(pid, int(srcFd))
-	if !st.Ok() {
-		return st
+	fd, err := callerFd(pid, int(srcFd))
+	if err != nil {
+		fs.log.Debug("reflinkfs: ioctl source descriptor", "pid", pid, "fd", srcFd, "err", err)
+		switch {
+		case errors.Is(err, unix.EBADF), errors.Is(err, unix.ESRCH):
+			return fs.status(err)
+		}
+		return fuse.EPERM
 	}
 	var stx unix.Statx_t
 	// DONT_SYNC: device and inode number never change, so do not ask
 	// ourselves for attributes while serving this request.
-	err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE|unix.STATX_INO, &stx)
+	err = unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE|unix.STATX_INO, &stx)
 	var accmode int
 	if err == nil {
 		accmode, err = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
@@ -145,36 +151,30 @@ func (fs *fileSystem) withSource(pid uint32, srcFd int64, fn func(src *reflinkfs
 
 // callerFd duplicates descriptor fd of the thread tid (the FUSE request
 // carries the caller's thread id) into this process.
-func callerFd(tid uint32, fd int) (int, fuse.Status) {
+func callerFd(tid uint32, fd int) (int, error) {
 	if tid == 0 {
-		return -1, fuse.EPERM // a request the kernel made itself
+		return -1, errors.New("request made by the kernel, no caller")
 	}
 	pidfd, err := unix.PidfdOpen(int(tid), 0)
-	if errors.Is(err, unix.EINVAL) {
-		// Not a thread group leader: ask for a thread pidfd (Linux 6.9+),
-		// else fall back to the thread group leader.
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		// Not a thread group leader (EINVAL, or ENOENT on newer kernels):
+		// ask for a thread pidfd (Linux 6.9+), else use the leader.
 		pidfd, err = unix.PidfdOpen(int(tid), unix.PIDFD_THREAD)
-		if errors.Is(err, unix.EINVAL) {
+		if err != nil && !errors.Is(err, unix.ESRCH) {
 			if tgid, ok := threadGroup(tid); ok {
 				pidfd, err = unix.PidfdOpen(tgid, 0)
 			}
 		}
 	}
 	if err != nil {
-		if errors.Is(err, unix.ESRCH) {
-			return -1, fuse.Status(syscall.ESRCH)
-		}
-		return -1, fuse.EPERM
+		return -1, fmt.Errorf("pidfd_open %d: %w", tid, err)
 	}
 	defer unix.Close(pidfd)
 	newFd, err := unix.PidfdGetfd(pidfd, fd, 0)
 	if err != nil {
-		if errors.Is(err, unix.EBADF) {
-			return -1, fuse.EBADF
-		}
-		return -1, fuse.EPERM
+		return -1, fmt.Errorf("pidfd_getfd %d of %d: %w", fd, tid, err)
 	}
-	return newFd, fuse.OK
+	return newFd, nil
 }
 
 // threadGroup returns the process id of thread tid from /proc.
