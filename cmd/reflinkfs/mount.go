@@ -212,22 +212,22 @@ func freshImage(dir string) (bool, error) {
 }
 
 // prepareMountPoint creates the mount point if missing and checks it is a
-// directory.
-func prepareMountPoint(mp string) error {
+// directory. It reports whether it created it.
+func prepareMountPoint(mp string) (created bool, err error) {
 	fi, err := os.Stat(mp)
 	if errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(mp, 0o755); err != nil {
-			return fmt.Errorf("mount point %s: cannot create: %w", mp, unwrapPathError(err))
+			return false, fmt.Errorf("mount point %s: cannot create: %w", mp, unwrapPathError(err))
 		}
-		return nil
+		return true, nil
 	}
 	if err != nil {
-		return fmt.Errorf("mount point %s: %w", mp, unwrapPathError(err))
+		return false, fmt.Errorf("mount point %s: %w", mp, unwrapPathError(err))
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("mount point %s: not a directory", mp)
+		return false, fmt.Errorf("mount point %s: not a directory", mp)
 	}
-	return nil
+	return false, nil
 }
 
 // openImage opens the image, creating it first if the directory is fresh.
@@ -290,9 +290,16 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 	defer signal.Stop(sigs)
 	signal.Ignore(syscall.SIGPIPE) // stderr may be a pipe whose reader went away
 
-	if err := prepareMountPoint(cfg.MountPoint); err != nil {
+	createdMP, err := prepareMountPoint(cfg.MountPoint)
+	if err != nil {
 		return err
 	}
+	mounted := false
+	defer func() {
+		if err != nil && createdMP && !mounted {
+			os.Remove(cfg.MountPoint) // only if still empty: nothing is lost
+		}
+	}()
 	fsys, err := openImage(cfg, log)
 	if err != nil {
 		return err
@@ -345,6 +352,7 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 		stopServers()
 		return errors.Join(fmt.Errorf("mount %s at %s: %w", cfg.Image, cfg.MountPoint, err), closeFS())
 	}
+	mounted = true
 	log.Info("mounted", "image", cfg.Image, "mountpoint", cfg.MountPoint, "pid", os.Getpid(),
 		"cache", formatBytes(cfg.CacheBytes), "readonly", cfg.ReadOnly)
 	if ready == nil {
@@ -375,7 +383,7 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 
 // startDaemon starts `reflinkfs mount` as a detached daemon and waits until
 // it reports the mount ready or fails.
-func startDaemon(cfg mountConfig) error {
+func startDaemon(cfg mountConfig) (err error) {
 	// Create the image here, so errors are reported directly and the log
 	// file can live in the image directory (Create wants an empty one).
 	fresh, err := freshImage(cfg.Image)
@@ -395,9 +403,15 @@ func startDaemon(cfg mountConfig) error {
 		}
 		cfg.SizeGiven = false
 	}
-	if err := prepareMountPoint(cfg.MountPoint); err != nil {
+	createdMP, err := prepareMountPoint(cfg.MountPoint)
+	if err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil && createdMP {
+			os.Remove(cfg.MountPoint) // only if still empty: nothing is lost
+		}
+	}()
 
 	logPath := filepath.Join(cfg.Image, daemonLogName)
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,17 +55,18 @@ func unmount(arg string, lazy bool, timeout time.Duration) error {
 	}
 
 	// Learn the daemon's pid before unmounting: afterwards it stops answering.
+	// No answer (a crashed daemon leaves a stale socket) means nothing to
+	// wait for.
 	pid := 0
-	sock := filepath.Join(m.Source, control.SocketName)
 	if filepath.IsAbs(m.Source) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		info, err := control.NewClient(sock).Info(ctx)
+		info, err := control.NewClient(filepath.Join(m.Source, control.SocketName)).Info(ctx)
 		cancel()
 		if err == nil {
 			pid = info.Pid
 		}
 	}
-	var pidfd int = -1
+	pidfd := -1
 	if pid > 0 {
 		// A pidfd pins the process identity: no confusion with a reused pid.
 		if fd, err := unix.PidfdOpen(pid, 0); err == nil {
@@ -86,15 +88,12 @@ func unmount(arg string, lazy bool, timeout time.Duration) error {
 
 	switch {
 	case pidfd >= 0:
-		if err := waitPidfd(pidfd, timeout); err != nil {
-			return fmt.Errorf("%s: unmounted, but the daemon (pid %d) %w", mp, pid, err)
-		}
-	case filepath.IsAbs(m.Source):
-		// No pid (an older daemon, or the socket did not answer): wait for
-		// the control socket to go, which the daemon removes on exit.
-		if err := waitGone(sock, timeout); err != nil {
-			return fmt.Errorf("%s: unmounted, but the daemon's control socket %s %w", mp, sock, err)
-		}
+		err = waitPidfd(pidfd, timeout)
+	case pid > 0: // no pidfd_open (kernel before 5.3)
+		err = waitExit(pid, timeout)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: unmounted, but the daemon (pid %d) %w", mp, pid, err)
 	}
 	return nil
 }
@@ -121,19 +120,31 @@ func waitPidfd(pidfd int, timeout time.Duration) error {
 	}
 }
 
-// waitGone waits until path no longer exists. It polls: the fallback when the
-// daemon's pid is unknown.
-func waitGone(path string, timeout time.Duration) error {
+// waitExit polls until process pid has exited (or is a zombie nobody
+// reaps): the fallback without pidfd.
+func waitExit(pid int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		if err := unix.Kill(pid, 0); errors.Is(err, unix.ESRCH) || isZombie(pid) {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("is still present after %v", timeout)
+			return fmt.Errorf("is still running after %v", timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// isZombie reports whether pid has exited but was not reaped (possible when
+// the daemon's parent is a container init that does not reap).
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
 // isFuseMount reports whether m is a FUSE mount (type fuse or fuse.SUBTYPE);
