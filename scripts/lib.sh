@@ -1,0 +1,43 @@
+# Shared by scripts/*.sh: find Go, install missing Debian packages.
+# shellcheck shell=sh
+
+PATH=$PATH:/usr/local/go/bin
+export PATH
+
+die() {
+	echo "$(basename "$0"): $*" >&2
+	exit 1
+}
+
+# need_go fails with advice when no Go toolchain is on PATH.
+need_go() {
+	command -v go >/dev/null 2>&1 ||
+		die "Go is not installed: get Go 1.26 or newer from https://go.dev/dl/ (unpack to /usr/local/go); Debian's golang package is too old"
+}
+
+# need PROBE:PACKAGE...  installs each PACKAGE whose PROBE (a command name, or
+# an absolute path) is missing. As root it uses apt-get; otherwise it says
+# what to install and fails.
+need() {
+	missing=""
+	for pair in "$@"; do
+		probe=${pair%%:*}
+		pkg=${pair#*:}
+		case $probe in
+		/*) [ -e "$probe" ] && continue ;;
+		*) command -v "$probe" >/dev/null 2>&1 && continue ;;
+		esac
+		missing="$missing $pkg"
+	done
+	[ -z "$missing" ] && return 0
+	if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+		die "missing packages:$missing (install them, e.g. apt-get install$missing)"
+	fi
+	echo "installing:$missing" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	# shellcheck disable=SC2086 # word splitting of the package list is wanted
+	apt-get install -y --no-install-recommends $missing >/dev/null 2>&1 || {
+		apt-get update -qq &&
+			apt-get install -y --no-install-recommends $missing
+	} || die "apt-get install$missing failed"
+}
