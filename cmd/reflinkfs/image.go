@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -92,12 +93,24 @@ func fsck(arg string, repair bool) error {
 	if err != nil {
 		return err
 	}
+	return runFsck(os.Stdout, dir, fsys, repair)
+}
+
+// checker is the part of *reflinkfs.FS that fsck uses.
+type checker interface {
+	Fsck(repair bool) (*reflinkfs.FsckReport, error)
+	Close() error
+}
+
+// runFsck checks (and repairs) the open image, closes it, prints the report
+// and returns the e2fsck-style outcome as an *exitError (nil when clean).
+func runFsck(w io.Writer, dir string, fsys checker, repair bool) error {
 	report, err := fsys.Fsck(repair)
 	if err != nil {
 		fsys.Close()
 		return fmt.Errorf("image %s: fsck: %w", dir, err)
 	}
-	printFsckReport(dir, report)
+	printFsckReport(w, dir, report)
 	// Repair's report lists what was found before fixing; check again to
 	// know what is left.
 	left := report
@@ -112,31 +125,31 @@ func fsck(arg string, repair bool) error {
 	}
 	switch {
 	case report.Clean():
-		fmt.Printf("%s: clean\n", dir)
+		fmt.Fprintf(w, "%s: clean\n", dir)
 		return nil
 	case left.Clean():
-		fmt.Printf("%s: %d problems repaired; now clean\n", dir, len(report.Problems))
+		fmt.Fprintf(w, "%s: %d problems repaired; now clean\n", dir, len(report.Problems))
 		return &exitError{code: exitFailure}
 	default:
 		if repair {
-			fmt.Printf("%s: %d problems left after repair:\n", dir, len(left.Problems))
+			fmt.Fprintf(w, "%s: %d problems left after repair:\n", dir, len(left.Problems))
 			for _, p := range left.Problems {
-				fmt.Printf("  %s\n", p)
+				fmt.Fprintf(w, "  %s\n", p)
 			}
 		} else {
-			fmt.Printf("%s: %d problems; run 'reflinkfs fsck --repair %s'\n", dir, len(report.Problems), arg)
+			fmt.Fprintf(w, "%s: %d problems; run 'reflinkfs fsck --repair %s'\n", dir, len(report.Problems), dir)
 		}
 		return &exitError{code: exitFsckErrors}
 	}
 }
 
-func printFsckReport(dir string, r *reflinkfs.FsckReport) {
-	fmt.Printf("%s: %d inodes, %d extents checked\n", dir, r.Inodes, r.Extents)
+func printFsckReport(w io.Writer, dir string, r *reflinkfs.FsckReport) {
+	fmt.Fprintf(w, "%s: %d inodes, %d extents checked\n", dir, r.Inodes, r.Extents)
 	for _, p := range r.Problems {
-		fmt.Printf("problem: %s\n", p)
+		fmt.Fprintf(w, "problem: %s\n", p)
 	}
 	for _, p := range r.Repaired {
-		fmt.Printf("repaired: %s\n", p)
+		fmt.Fprintf(w, "repaired: %s\n", p)
 	}
 }
 

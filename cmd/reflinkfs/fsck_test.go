@@ -1,0 +1,65 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/reflinkfs/reflinkfs"
+)
+
+// fakeChecker returns scripted reports: the first Fsck call gets first, later
+// ones get after.
+type fakeChecker struct {
+	first, after *reflinkfs.FsckReport
+	calls        []bool
+	closed       bool
+}
+
+func (f *fakeChecker) Fsck(repair bool) (*reflinkfs.FsckReport, error) {
+	f.calls = append(f.calls, repair)
+	if len(f.calls) == 1 {
+		return f.first, nil
+	}
+	return f.after, nil
+}
+
+func (f *fakeChecker) Close() error { f.closed = true; return nil }
+
+func TestFsckExitCodes(t *testing.T) {
+	clean := &reflinkfs.FsckReport{Inodes: 3}
+	bad := &reflinkfs.FsckReport{Problems: []string{"inode 7: nlink 2, 1 entries"}}
+	fixed := &reflinkfs.FsckReport{Problems: bad.Problems, Repaired: []string{"inode 7: nlink set to 1"}}
+	for _, tc := range []struct {
+		name         string
+		repair       bool
+		first, after *reflinkfs.FsckReport
+		code         int
+		calls        int
+		out          string
+	}{
+		{"clean", false, clean, nil, exitOK, 1, "clean"},
+		{"problems, no repair", false, bad, nil, exitFsckErrors, 1, "fsck --repair"},
+		{"repaired", true, fixed, clean, exitFailure, 2, "repaired; now clean"},
+		{"repair left errors", true, fixed, bad, exitFsckErrors, 2, "problems left after repair"},
+		{"clean with repair", true, clean, nil, exitOK, 1, "clean"},
+	} {
+		f := &fakeChecker{first: tc.first, after: tc.after}
+		var out strings.Builder
+		err := runFsck(&out, "/img", f, tc.repair)
+		code := exitOK
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		} else if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if code != tc.code || len(f.calls) != tc.calls || !f.closed || !strings.Contains(out.String(), tc.out) {
+			t.Errorf("%s: exit %d (want %d), %d checks (want %d), closed %v, output %q (want %q)",
+				tc.name, code, tc.code, len(f.calls), tc.calls, f.closed, out.String(), tc.out)
+		}
+		if tc.calls == 2 && f.calls[1] {
+			t.Errorf("%s: the check after repair repaired again", tc.name)
+		}
+	}
+}
