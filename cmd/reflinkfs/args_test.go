@@ -251,8 +251,11 @@ func TestMountHelperArgs(t *testing.T) {
 		{[]string{img, mp, "-x"}, exitUsage},
 		{[]string{img, mp, "-N", "ns"}, exitUsage},
 	} {
-		if code := runMountHelper(tc.args); code != tc.code {
-			t.Errorf("mount.fuse.reflinkfs %q: exit %d, want %d", tc.args, code, tc.code)
+		var stdout, stderr strings.Builder
+		if code := runMountHelper(tc.args, &stdout, &stderr); code != tc.code {
+			t.Errorf("mount.fuse.reflinkfs %q: exit %d, want %d (stderr %q)", tc.args, code, tc.code, stderr.String())
+		} else if code != exitOK && !strings.HasPrefix(stderr.String(), helperName+": ") {
+			t.Errorf("mount.fuse.reflinkfs %q: stderr %q does not say who failed", tc.args, stderr.String())
 		}
 	}
 }

@@ -102,6 +102,10 @@ func TestCloneTree(t *testing.T) {
 	base := t.TempDir()
 	src := filepath.Join(base, "src")
 	root := os.Geteuid() == 0
+	t.Cleanup(func() { // let TempDir's cleanup remove the read-only directories as non-root
+		os.Chmod(filepath.Join(base, "src", "ro"), 0o755)
+		os.Chmod(filepath.Join(base, "dst", "ro"), 0o755)
+	})
 	must := func(err error) {
 		t.Helper()
 		if err != nil {

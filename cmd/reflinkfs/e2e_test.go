@@ -7,6 +7,9 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -298,9 +301,26 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
-	t.Run("remount keeps the data", func(t *testing.T) {
-		mustRun(t, bin, "mount", "-d", "--cache-size", "64M", img, mp)
+	t.Run("remount keeps the data; metrics on TCP", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		mustRun(t, bin, "mount", "-d", "--cache-size", "64M", "--metrics-addr", addr, img, mp)
 		assertContent(t, a, orig)
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{"reflinkfs_used_bytes ", "reflinkfs_cache_hits_total ", "go_goroutines ", "process_resident_memory_bytes "} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("TCP /metrics lacks %q", want)
+			}
+		}
 		assertContent(t, c, orig)
 		assertContent(t, filepath.Join(mp, "f"), orig)
 		mustRun(t, bin, "umount", mp)

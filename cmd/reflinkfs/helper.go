@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,9 +27,9 @@ fstab example:
 
 // runMountHelper implements mount.fuse.reflinkfs with mount(8)'s calling
 // convention and returns the exit code.
-func runMountHelper(args []string) int {
+func runMountHelper(args []string, stdout, stderr io.Writer) int {
 	fail := func(code int, format string, a ...any) int {
-		fmt.Fprintf(os.Stderr, "%s: %s\n", helperName, fmt.Sprintf(format, a...))
+		fmt.Fprintf(stderr, "%s: %s\n", helperName, fmt.Sprintf(format, a...))
 		return code
 	}
 	var positional, options []string
@@ -37,7 +38,7 @@ func runMountHelper(args []string) int {
 		a := args[i]
 		switch {
 		case a == "-h" || a == "--help":
-			fmt.Print(helperUsage)
+			fmt.Fprint(stdout, helperUsage)
 			return exitOK
 		case a == "-o" || a == "-t" || a == "-N":
 			if i+1 >= len(args) {
@@ -80,7 +81,7 @@ func runMountHelper(args []string) int {
 		return fail(exitFailure, "%v", err)
 	}
 	for _, w := range cfg.Warnings {
-		fmt.Fprintf(os.Stderr, "%s: warning: %s\n", helperName, w)
+		fmt.Fprintf(stderr, "%s: warning: %s\n", helperName, w)
 	}
 	if fake {
 		return exitOK

@@ -30,7 +30,7 @@ const helperName = "mount.fuse.reflinkfs"
 
 func main() {
 	if filepath.Base(os.Args[0]) == helperName {
-		os.Exit(runMountHelper(os.Args[1:]))
+		os.Exit(runMountHelper(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -429,9 +429,16 @@ func startDaemon(cfg mountConfig) (err error) {
 	}
 	defer r.Close()
 
+	// stdin is /dev/null rather than closed, so no file the daemon opens
+	// (such as /dev/fuse) lands on descriptor 0.
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		return err
+	}
+	defer devNull.Close()
 	proc, err := os.StartProcess(exe, append([]string{"reflinkfs"}, daemonArgs(cfg)...), &os.ProcAttr{
 		Dir:   "/",
-		Files: []*os.File{nil, logFile, logFile, w}, // fd 3: readiness pipe
+		Files: []*os.File{devNull, logFile, logFile, w}, // fd 3: readiness pipe
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	})
 	w.Close()
