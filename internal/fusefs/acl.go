@@ -48,14 +48,28 @@ func parseACL(b []byte) (posixACL, error) {
 			id:   binary.LittleEndian.Uint32(p[4:]),
 		})
 	}
-	var have uint16
+	// The rules of the kernel's posix_acl_valid, minus ordering: one each
+	// of USER_OBJ, GROUP_OBJ, OTHER, at most one MASK, required with named
+	// entries; permissions are rwx bits.
+	var count [0x21]int
+	named := false
 	for _, e := range acl {
-		have |= e.tag
+		switch e.tag {
+		case aclUserObj, aclGroupObj, aclMask, aclOther:
+			count[e.tag]++
+		case aclUser, aclGroup:
+			named = true
+		default:
+			return nil, errBadACL
+		}
+		if e.perm&^7 != 0 {
+			return nil, errBadACL
+		}
 	}
-	if have&(aclUserObj|aclGroupObj|aclOther) != aclUserObj|aclGroupObj|aclOther {
+	if count[aclUserObj] != 1 || count[aclGroupObj] != 1 || count[aclOther] != 1 || count[aclMask] > 1 {
 		return nil, errBadACL
 	}
-	if have&(aclUser|aclGroup) != 0 && have&aclMask == 0 {
+	if named && count[aclMask] == 0 {
 		return nil, errBadACL
 	}
 	return acl, nil
