@@ -31,7 +31,19 @@ var (
 var modelRegressions = []struct {
 	name string
 	ops  []mt.Op
-}{}
+}{
+	{name: "dedupe-same-file-unwritten-block-count", ops: []mt.Op{
+		mt.Write(2, 0, 0, 0),
+		mt.Zero(2, 31*mt.B, mt.B),
+		mt.Dedupe(2, 2, 26*mt.B, 8*mt.B, 0),
+	}},
+	{name: "punch-byte-of-shared-unwritten-block", ops: []mt.Op{
+		mt.Write(0, 0, 0, 1),
+		mt.Alloc(0, 0, 3*mt.B, false),
+		mt.Clone(0, 0, 0, 0, 3*mt.B),
+		mt.Punch(0, mt.B, 1),
+	}},
+}
 
 func modelFactory(t *testing.T) mt.Factory {
 	return mt.LibFactory(t.TempDir(), mt.LibOptions{})
@@ -84,9 +96,13 @@ func TestModelLibrary(t *testing.T) {
 		if seed == 0 {
 			continue // 0 means "no seed" to -model.seed
 		}
+		began := time.Now()
 		if f := mt.RunFresh(factory, mt.Generate(seed, gen), mt.RunOptions{}); f != nil {
 			f.Seed = seed
 			modelFail(t, factory, f)
+		}
+		if d := time.Since(began); d > 2*time.Second {
+			t.Logf("slow: seed %d took %v (replay with -model.seed=%d -v for per-step times)", seed, d.Round(time.Millisecond), seed)
 		}
 	}
 	t.Logf("%d sequences of %d ops passed in %v (seeds %d..%d)", ran, gen.Ops, time.Since(start).Round(time.Millisecond), base, base+uint64(ran)-1)

@@ -23,4 +23,14 @@
 //     open) maps it.
 //
 // The exact semantics of every operation are documented on the Oracle methods.
+//
+// # Running
+//
+// TestModelLibrary and TestModelRegressions in the root package drive this
+// package through LibTarget (flags -model.seqs, -model.ops, -model.duration,
+// -model.seed, -model.without). A failure prints the shrunk sequence as
+// mt.Write(...), mt.Clone(...) lines ready to paste into the regression
+// table, and the seed to replay the unshrunk one with -v (per-step results
+// and times). Another frontend (a FUSE mount) only needs a Target; Detacher
+// and SpaceReporter are optional.
 package modeltest

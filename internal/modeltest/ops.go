@@ -30,6 +30,41 @@ const (
 	KCloseDetached
 )
 
+var kindNames = map[Kind]string{
+	KWrite: "write", KRead: "read", KTruncate: "truncate", KPunch: "punch", KZero: "zero",
+	KAlloc: "alloc", KClone: "clone", KDedupe: "dedupe", KCopy: "copy", KUnshare: "unshare",
+	KSync: "sync", KReopen: "reopen", KRemove: "remove", KRename: "rename", KDetach: "detach",
+	KCloseDetached: "closedetached",
+}
+
+func (k Kind) String() string {
+	if n, ok := kindNames[k]; ok {
+		return n
+	}
+	return fmt.Sprintf("kind%d", uint8(k))
+}
+
+// ParseKinds parses a comma-separated list of kind names ("dedupe,copy").
+func ParseKinds(list string) ([]Kind, error) {
+	var out []Kind
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		found := false
+		for k, n := range kindNames {
+			if n == name {
+				out, found = append(out, k), true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("modeltest: unknown op kind %q", name)
+		}
+	}
+	return out, nil
+}
+
 // Op is one step of a sequence. Which fields matter depends on Kind; build
 // Ops with the constructors (Write, Clone, ...), whose calls are also what
 // Op.String prints.

@@ -200,11 +200,11 @@ func (o *Oracle) Write(f int, off int64, data []byte) error {
 	return nil
 }
 
-// Truncate sets the size of f. Blocks at or beyond ceil(size/B) are dropped
-// (also preallocated blocks beyond EOF, whichever way the size moves).
-// Shrinking to an unaligned size zeroes the rest of the block containing the
-// new EOF if it is written, as a write (copy on write when shared). Growing
-// allocates nothing.
+// Truncate sets the size of f. Shrinking drops the blocks at or beyond
+// ceil(size/B) (preallocated ones beyond EOF too) and, for an unaligned size,
+// zeroes the rest of the block containing the new EOF if it is written, as a
+// write (copy on write when shared). Growing or keeping the size changes no
+// block (preallocated blocks beyond EOF stay).
 func (o *Oracle) Truncate(f int, size int64) error {
 	mf, err := o.file(f)
 	if err != nil {
@@ -213,11 +213,13 @@ func (o *Oracle) Truncate(f int, size int64) error {
 	if size < 0 {
 		return errInval
 	}
-	keep := ceilDiv(size)
-	for idx, b := range mf.blocks {
-		if idx >= keep {
-			delete(mf.blocks, idx)
-			o.unref(b)
+	if size < mf.size {
+		keep := ceilDiv(size)
+		for idx, b := range mf.blocks {
+			if idx >= keep {
+				delete(mf.blocks, idx)
+				o.unref(b)
+			}
 		}
 	}
 	if size < mf.size && size%B != 0 {

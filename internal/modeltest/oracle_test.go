@@ -142,10 +142,13 @@ func TestOracleTruncate(t *testing.T) {
 	copy(want, Pattern(1, 50))
 	wantBytes(t, o, 2, 0, want)
 
-	// Truncate drops preallocated blocks beyond the new size.
+	// Growing keeps preallocated blocks beyond EOF; shrinking drops them.
 	ok(t, o, Alloc(2, 4*B, B, true), 5)
 	wantSize(t, o, 2, 200)
-	ok(t, o, Truncate(2, 4*B), 4)
+	ok(t, o, Truncate(2, 4*B), 5)
+	ok(t, o, Truncate(2, 4*B), 5)
+	wantBlocks(t, o, 2, "w---u")
+	ok(t, o, Truncate(2, 100), 4)
 	wantBlocks(t, o, 2, "w")
 }
 

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -88,13 +89,15 @@ func Run(t Target, ops []Op, opt RunOptions) *Failure {
 			return nil
 		}
 		var got Result
+		began := time.Now()
 		if f := r.protect(i, func() *Failure { got = op.applyTarget(t, r.det); return nil }); f != nil {
 			return f
 		}
-		r.logf("%3d %s -> %s", i, op, showResult(op, got))
+		r.logf("%3d %s -> %s (%v)", i, op, showResult(op, got), time.Since(began).Round(time.Microsecond))
 		if msg := compareResult(op, want, got); msg != "" {
 			return r.fail(i, ClassResult, msg, got.Err)
 		}
+		began = time.Now()
 		if f := r.protect(i, func() *Failure { return r.checkState(i) }); f != nil {
 			return f
 		}
@@ -103,6 +106,7 @@ func Run(t Target, ops []Op, opt RunOptions) *Failure {
 				return f
 			}
 		}
+		r.logf("    checks (%v)", time.Since(began).Round(time.Microsecond))
 	}
 	return r.protect(len(ops), func() *Failure { return r.checkDeep(len(ops)) })
 }
