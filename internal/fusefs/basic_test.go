@@ -52,6 +52,23 @@ func TestWriteReadStat(t *testing.T) {
 	if st.Uid != 0 || st.Gid != 0 {
 		t.Errorf("owner %d:%d, want the caller's 0:0", st.Uid, st.Gid)
 	}
+	// O_TRUNC on an existing file (the kernel sends a setattr).
+	writeFile(t, p, []byte("short"))
+	if got := string(readFile(t, p)); got != "short" {
+		t.Errorf("after rewrite with O_TRUNC: %d bytes", len(got))
+	}
+	// O_APPEND writes land at the end.
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte(" and appended")); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if got := string(readFile(t, p)); got != "short and appended" {
+		t.Errorf("after O_APPEND write: %q", got)
+	}
 }
 
 // Size, nlink, mtime and ctime are exact through every path right after
@@ -159,6 +176,15 @@ func TestDirectories(t *testing.T) {
 	if st := statOf(t, m.path("d")); st.Nlink != 3 {
 		t.Errorf("directory nlink %d, want 3", st.Nlink)
 	}
+	// fsync of a directory commits the whole filesystem.
+	d, err := os.Open(m.path("d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sync(); err != nil {
+		t.Errorf("fsync of a directory: %v", err)
+	}
+	d.Close()
 	// ls -l goes through READDIRPLUS.
 	out := run(t, "ls", "-la", m.path("d"))
 	if n := strings.Count(out, "\n"); n != 304 { // total, ., .., e, 300 files

@@ -62,6 +62,18 @@
 // gid, or the directory's gid when it is setgid (new directories then
 // inherit the setgid bit).
 //
+// # Limits
+//
+//   - syncfs(2) never reaches a FUSE daemon (the kernel forwards FUSE_SYNCFS
+//     only for virtiofs, and go-fuse has no handler for it). fsync of a file
+//     makes that file durable; fsync of any directory (FSYNCDIR) commits
+//     everything (FS.Sync); so does Server.Unmount.
+//   - Pages of a MAP_SHARED mapping live in the kernel page cache of the
+//     mapped inode, one copy per clone.
+//   - FICLONE fails with EOPNOTSUPP, so `cp --reflink=always` fails; plain
+//     cp (reflink=auto) falls back to copy_file_range, which reflinks.
+//   - O_TMPFILE is not supported (the engine has no anonymous create).
+//
 // # Errors
 //
 // Engine errors unwrap to syscall.Errno and are passed on; ENOSYS from an

@@ -72,6 +72,9 @@ func Mount(fsys *reflinkfs.FS, mountpoint string, opt Options) (*Server, error) 
 		Logger:        slog.NewLogLogger(opt.Logger.Handler(), slog.LevelDebug),
 		ExtraCapabilities: fuse.CAP_EXPORT_SUPPORT | fuse.CAP_DIRECT_IO_ALLOW_MMAP |
 			fuse.CAP_ASYNC_DIO | fuse.CAP_SETXATTR_EXT,
+		// Unused: negotiating it would raise the mount's stacking depth and
+		// keep overlayfs-on-overlayfs from stacking on top of us.
+		DisabledCapabilities: fuse.CAP_PASSTHROUGH,
 	}
 	if opt.DefaultPermissions {
 		mo.Options = append(mo.Options, "default_permissions")
