@@ -137,6 +137,9 @@ type FsckReport struct {
 	Repaired []string // what repair changed (only with repair)
 	Inodes   int64
 	Extents  int64
+
+	// recomputed totals, compared with the engine's in-memory counters
+	sharedBlocks, mappedBlocks, freeBlocks int64
 }
 
 // Clean reports whether the check found no problems.

@@ -145,7 +145,7 @@ func (fsys *FS) readLocked(in *inode, p []byte, off int64) error {
 	b0 := uint64(off) / BlockSize
 	b1 := (uint64(off) + uint64(len(p)) + BlockSize - 1) / BlockSize
 	fsys.mu.Lock()
-	ms, err := fsys.extentsIn(in.ino, b0, b1)
+	ms, err := fsys.extentsIn(in, b0, b1)
 	fsys.mu.Unlock()
 	if err != nil {
 		return err
@@ -194,7 +194,7 @@ type blockWrite struct {
 // allocating and remapping as needed. Called with fs.mu held. It checks
 // space before changing anything, so ENOSPC leaves the file untouched.
 func (fsys *FS) planWrite(op *opState, in *inode, b0, b1 uint64) ([]blockWrite, error) {
-	ms, err := fsys.extentsIn(in.ino, b0, b1)
+	ms, err := fsys.extentsIn(in, b0, b1)
 	if err != nil {
 		return nil, err
 	}
@@ -303,7 +303,15 @@ func (fsys *FS) convertWritten(in *inode, lblk, p, n uint64) error {
 	if err != nil {
 		return err
 	}
-	if len(removed) != 1 || removed[0].pblk != p || removed[0].n != n {
+	// The run may span several records; they must map exactly [p, p+n).
+	next := p
+	for _, m := range removed {
+		if m.pblk != next || !m.unwritten {
+			return fmt.Errorf("inode %d: converting blocks %d+%d: mapping changed: %w", in.ino, lblk, n, syscall.EIO)
+		}
+		next += m.n
+	}
+	if next != p+n {
 		return fmt.Errorf("inode %d: converting blocks %d+%d: mapping changed: %w", in.ino, lblk, n, syscall.EIO)
 	}
 	fsys.fresh.ReplaceOrInsert(allocRun(p, n))
@@ -401,7 +409,7 @@ func (fsys *FS) zeroPartial(op *opState, in *inode, from, to int64) error {
 	}
 	b := uint64(from) / BlockSize
 	fsys.mu.Lock()
-	ms, err := fsys.extentsIn(in.ino, b, b+1)
+	ms, err := fsys.extentsIn(in, b, b+1)
 	fsys.mu.Unlock()
 	if err != nil || len(ms) == 0 || ms[0].unwritten {
 		return err

@@ -16,12 +16,11 @@ package reflinkfs
 // extentsIn, unmapRange, mapRange and the refcount functions below.
 
 import (
-	"errors"
 	"fmt"
 	"syscall"
 
+	"github.com/google/btree"
 	"github.com/reflinkfs/reflinkfs/internal/alloc"
-	"github.com/reflinkfs/reflinkfs/internal/kv"
 	"github.com/reflinkfs/reflinkfs/internal/meta"
 )
 
@@ -53,47 +52,73 @@ func decodeMapping(k, v []byte) (mapping, error) {
 	return mapping{lblk: lblk, pblk: e.Pblk, n: e.Len, unwritten: e.Flags&meta.ExtentUnwritten != 0}, nil
 }
 
-// extentsUpper is the end bound of ino's extent keys below file block end.
-func extentsUpper(ino, end uint64) []byte {
-	if end == ^uint64(0) {
-		return meta.InodePrefix(meta.PrefixExtent, ino+1)
-	}
-	return meta.ExtentKey(ino, end)
+// extentTree is a file's extent map in memory, ordered by file block. It
+// is loaded from the store on first use and written through to the running
+// transaction on every change, so lookups never read the store (whose
+// tombstones would make repeated seeks slow within a transaction).
+type extentTree = btree.BTreeG[mapping]
+
+func newExtentTree() *extentTree {
+	return btree.NewG(16, func(a, b mapping) bool { return a.lblk < b.lblk })
 }
 
-// rawExtentsIn returns ino's extents overlapping [start, end), unclipped.
-func (fsys *FS) rawExtentsIn(ino, start, end uint64) ([]mapping, error) {
-	it := fsys.txn.NewIter(meta.ExtentKey(ino, 0), extentsUpper(ino, end))
+// extents returns in's extent map, loading it if needed.
+func (fsys *FS) extents(in *inode) (*extentTree, error) {
+	if in.ext != nil {
+		return in.ext, nil
+	}
+	t := newExtentTree()
+	lo := meta.InodePrefix(meta.PrefixExtent, in.ino)
+	it := fsys.txn.NewIter(lo, meta.PrefixEnd(lo))
 	defer it.Close()
-	var out []mapping
-	if it.SeekLT(meta.ExtentKey(ino, start)) {
+	for ok := it.First(); ok; ok = it.Next() {
 		m, err := decodeMapping(it.Key(), it.Value())
 		if err != nil {
-			return nil, err
+			fsys.log.Error("extent record damaged", "inode", in.ino, "err", err)
+			return nil, fmt.Errorf("%v: %w", err, syscall.EIO)
 		}
+		if m.pblk+m.n > fsys.sb.DeviceBlocks || m.pblk+m.n < m.pblk {
+			return nil, fmt.Errorf("inode %d: extent at block %d maps beyond the device (%d+%d): %w",
+				in.ino, m.lblk, m.pblk, m.n, syscall.EIO)
+		}
+		t.ReplaceOrInsert(m)
+	}
+	in.ext = t
+	return t, nil
+}
+
+// rawExtentsIn returns in's extents overlapping [start, end), unclipped.
+func (fsys *FS) rawExtentsIn(in *inode, start, end uint64) ([]mapping, error) {
+	if start >= end {
+		return nil, nil
+	}
+	t, err := fsys.extents(in)
+	if err != nil {
+		return nil, err
+	}
+	var out []mapping
+	t.DescendLessOrEqual(mapping{lblk: start}, func(m mapping) bool {
 		if m.end() > start {
 			out = append(out, m)
 		}
+		return false
+	})
+	if len(out) == 1 && out[0].lblk == start {
+		out = out[:0] // found again by the ascent below
 	}
-	for ok := it.SeekGE(meta.ExtentKey(ino, start)); ok; ok = it.Next() {
-		m, err := decodeMapping(it.Key(), it.Value())
-		if err != nil {
-			return nil, err
+	t.AscendGreaterOrEqual(mapping{lblk: start}, func(m mapping) bool {
+		if m.lblk >= end {
+			return false
 		}
 		out = append(out, m)
-	}
-	for _, m := range out {
-		if m.pblk+m.n > fsys.sb.DeviceBlocks || m.pblk+m.n < m.pblk {
-			return nil, fmt.Errorf("inode %d: extent at block %d maps beyond the device (%d+%d): %w",
-				ino, m.lblk, m.pblk, m.n, syscall.EIO)
-		}
-	}
+		return true
+	})
 	return out, nil
 }
 
 // extentsIn returns ino's mappings inside [start, end), clipped to it.
-func (fsys *FS) extentsIn(ino, start, end uint64) ([]mapping, error) {
-	ms, err := fsys.rawExtentsIn(ino, start, end)
+func (fsys *FS) extentsIn(in *inode, start, end uint64) ([]mapping, error) {
+	ms, err := fsys.rawExtentsIn(in, start, end)
 	if err != nil {
 		return nil, err
 	}
@@ -114,34 +139,40 @@ func clip(m mapping, start, end uint64) mapping {
 	return m
 }
 
-func (fsys *FS) putExtent(ino uint64, m mapping) error {
-	k := meta.ExtentKey(ino, m.lblk)
+func (fsys *FS) putExtent(in *inode, m mapping) error {
+	in.ext.ReplaceOrInsert(m)
+	k := meta.ExtentKey(in.ino, m.lblk)
 	e := meta.Extent{Pblk: m.pblk, Len: m.n, Flags: m.flags()}
 	return fsys.txn.Set(k, e.Encode(k))
+}
+
+func (fsys *FS) deleteExtent(in *inode, lblk uint64) error {
+	in.ext.Delete(mapping{lblk: lblk})
+	return fsys.txn.Delete(meta.ExtentKey(in.ino, lblk))
 }
 
 // unmapRange removes in's mappings inside [start, end) and returns the
 // removed pieces. It does not touch reference counts: see release.
 func (fsys *FS) unmapRange(in *inode, start, end uint64) ([]mapping, error) {
-	ms, err := fsys.rawExtentsIn(in.ino, start, end)
+	ms, err := fsys.rawExtentsIn(in, start, end)
 	if err != nil {
 		return nil, err
 	}
 	var removed []mapping
 	for _, m := range ms {
-		if err := fsys.txn.Delete(meta.ExtentKey(in.ino, m.lblk)); err != nil {
+		if err := fsys.deleteExtent(in, m.lblk); err != nil {
 			return nil, err
 		}
 		if m.lblk < start {
 			left := m
 			left.n = start - m.lblk
-			if err := fsys.putExtent(in.ino, left); err != nil {
+			if err := fsys.putExtent(in, left); err != nil {
 				return nil, err
 			}
 		}
 		if m.end() > end {
 			right := clip(m, end, m.end())
-			if err := fsys.putExtent(in.ino, right); err != nil {
+			if err := fsys.putExtent(in, right); err != nil {
 				return nil, err
 			}
 		}
@@ -161,34 +192,31 @@ func (fsys *FS) mapRange(in *inode, m mapping) error {
 	}
 	in.rec.Blocks += m.n
 	fsys.mappedBlocks += int64(m.n)
-	if m.lblk > 0 {
-		left, err := fsys.rawExtentsIn(in.ino, m.lblk-1, m.lblk)
-		if err != nil {
-			return err
-		}
-		if len(left) == 1 && left[0].end() == m.lblk && left[0].pblk+left[0].n == m.pblk && left[0].unwritten == m.unwritten {
-			if err := fsys.txn.Delete(meta.ExtentKey(in.ino, left[0].lblk)); err != nil {
-				return err
-			}
-			m = mapping{lblk: left[0].lblk, pblk: left[0].pblk, n: left[0].n + m.n, unwritten: m.unwritten}
-		}
-	}
-	rk := meta.ExtentKey(in.ino, m.end())
-	if v, err := fsys.txn.Get(rk); err == nil {
-		right, err := decodeMapping(rk, v)
-		if err != nil {
-			return err
-		}
-		if right.pblk == m.pblk+m.n && right.unwritten == m.unwritten {
-			if err := fsys.txn.Delete(rk); err != nil {
-				return err
-			}
-			m.n += right.n
-		}
-	} else if !errors.Is(err, kv.ErrNotFound) {
+	t, err := fsys.extents(in)
+	if err != nil {
 		return err
 	}
-	return fsys.putExtent(in.ino, m)
+	if m.lblk > 0 {
+		if left, ok := t.Get(mapping{lblk: m.lblk}); ok {
+			return fmt.Errorf("inode %d: mapping block %d which is mapped (%+v): %w", in.ino, m.lblk, left, syscall.EIO)
+		}
+		var left mapping
+		found := false
+		t.DescendLessOrEqual(mapping{lblk: m.lblk}, func(x mapping) bool { left, found = x, true; return false })
+		if found && left.end() == m.lblk && left.pblk+left.n == m.pblk && left.unwritten == m.unwritten {
+			if err := fsys.deleteExtent(in, left.lblk); err != nil {
+				return err
+			}
+			m = mapping{lblk: left.lblk, pblk: left.pblk, n: left.n + m.n, unwritten: m.unwritten}
+		}
+	}
+	if right, ok := t.Get(mapping{lblk: m.end()}); ok && right.pblk == m.pblk+m.n && right.unwritten == m.unwritten {
+		if err := fsys.deleteExtent(in, right.lblk); err != nil {
+			return err
+		}
+		m.n += right.n
+	}
+	return fsys.putExtent(in, m)
 }
 
 // refRun is a physical run with one reference count.
@@ -212,27 +240,33 @@ func decodeRefRun(k, v []byte) (refRun, error) {
 	return refRun{start, r.Len, r.Count}, nil
 }
 
+// refTree holds every refcount record (count >= 2) in memory, ordered by
+// physical block; loaded at open and written through like extent maps.
+type refTree = btree.BTreeG[refRun]
+
+func newRefTree() *refTree {
+	return btree.NewG(16, func(a, b refRun) bool { return a.start < b.start })
+}
+
 // rawRefRecords returns the refcount records overlapping [p, p+n), unclipped.
 func (fsys *FS) rawRefRecords(p, n uint64) ([]refRun, error) {
-	it := fsys.txn.NewIter([]byte{meta.PrefixRefcount}, meta.RefcountKey(p+n))
-	defer it.Close()
 	var out []refRun
-	if it.SeekLT(meta.RefcountKey(p)) {
-		r, err := decodeRefRun(it.Key(), it.Value())
-		if err != nil {
-			return nil, err
-		}
-		if r.start+r.n > p {
+	if n == 0 {
+		return nil, nil
+	}
+	fsys.refs.DescendLessOrEqual(refRun{start: p}, func(r refRun) bool {
+		if r.start < p && r.start+r.n > p {
 			out = append(out, r)
 		}
-	}
-	for ok := it.SeekGE(meta.RefcountKey(p)); ok; ok = it.Next() {
-		r, err := decodeRefRun(it.Key(), it.Value())
-		if err != nil {
-			return nil, err
+		return false
+	})
+	fsys.refs.AscendGreaterOrEqual(refRun{start: p}, func(r refRun) bool {
+		if r.start >= p+n {
+			return false
 		}
 		out = append(out, r)
-	}
+		return true
+	})
 	return out, nil
 }
 
@@ -260,14 +294,23 @@ func (fsys *FS) refRuns(p, n uint64) ([]refRun, error) {
 }
 
 func (fsys *FS) putRef(r refRun) error {
+	fsys.refs.ReplaceOrInsert(r)
 	k := meta.RefcountKey(r.start)
 	v := meta.Run{Len: r.n, Count: r.count}
 	return fsys.txn.Set(k, v.Encode(k))
 }
 
+func (fsys *FS) deleteRef(start uint64) error {
+	fsys.refs.Delete(refRun{start: start})
+	return fsys.txn.Delete(meta.RefcountKey(start))
+}
+
 // adjustRefs adds delta (+1 or -1) to the count of every block in [p, p+n)
 // and returns the runs whose count reached zero.
 func (fsys *FS) adjustRefs(p, n uint64, delta int) ([]alloc.Run, error) {
+	if n == 0 {
+		return nil, nil
+	}
 	recs, err := fsys.rawRefRecords(p, n)
 	if err != nil {
 		return nil, err
@@ -275,7 +318,7 @@ func (fsys *FS) adjustRefs(p, n uint64, delta int) ([]alloc.Run, error) {
 	// Split records at the range boundaries.
 	for _, r := range recs {
 		if r.start < p || r.start+r.n > p+n {
-			if err := fsys.txn.Delete(meta.RefcountKey(r.start)); err != nil {
+			if err := fsys.deleteRef(r.start); err != nil {
 				return nil, err
 			}
 			if r.start < p {
@@ -301,7 +344,7 @@ func (fsys *FS) adjustRefs(p, n uint64, delta int) ([]alloc.Run, error) {
 	var freed []alloc.Run
 	for _, r := range runs {
 		if r.count > 1 {
-			if err := fsys.txn.Delete(meta.RefcountKey(r.start)); err != nil {
+			if err := fsys.deleteRef(r.start); err != nil {
 				return nil, err
 			}
 		}
@@ -336,7 +379,7 @@ func (fsys *FS) mergeRefs(p, n uint64) error {
 	for i := 1; i < len(recs); i++ {
 		a, b := recs[i-1], recs[i]
 		if a.start+a.n == b.start && a.count == b.count {
-			if err := fsys.txn.Delete(meta.RefcountKey(b.start)); err != nil {
+			if err := fsys.deleteRef(b.start); err != nil {
 				return err
 			}
 			recs[i] = refRun{a.start, a.n + b.n, a.count}
@@ -366,9 +409,6 @@ func (fsys *FS) release(op *opState, ms []mapping) error {
 			if err := fsys.alloc.Free(fsys.txn, r); err != nil {
 				return err
 			}
-			if err := fsys.txn.DeleteRange(meta.ChecksumKey(r.Start), meta.ChecksumKey(r.End())); err != nil {
-				return err
-			}
 			op.freed = append(op.freed, r)
 		}
 	}
@@ -390,7 +430,7 @@ func (fsys *FS) share(ms []mapping) error {
 func (fsys *FS) allocate(in *inode, lblk, n uint64) ([]alloc.Run, error) {
 	hint := alloc.NoHint
 	if lblk > 0 {
-		if prev, err := fsys.rawExtentsIn(in.ino, lblk-1, lblk); err == nil && len(prev) == 1 {
+		if prev, err := fsys.rawExtentsIn(in, lblk-1, lblk); err == nil && len(prev) == 1 {
 			m := clip(prev[0], lblk-1, lblk)
 			hint = m.pblk + 1
 		}

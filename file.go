@@ -452,7 +452,7 @@ func (f *File) allocate(off, length int64, keepSize bool) error {
 		return fsys.locked(func() error {
 			b0 := uint64(off) / BlockSize
 			b1 := (uint64(off+length) + BlockSize - 1) / BlockSize
-			ms, err := fsys.extentsIn(f.in.ino, b0, b1)
+			ms, err := fsys.extentsIn(f.in, b0, b1)
 			if err != nil {
 				return err
 			}
@@ -514,7 +514,7 @@ func (f *File) UnshareRange(off, length int64) error {
 		b1 := (uint64(off+length) + BlockSize - 1) / BlockSize
 		var shared []mapping
 		err := fsys.locked(func() error {
-			ms, err := fsys.extentsIn(f.in.ino, b0, b1)
+			ms, err := fsys.extentsIn(f.in, b0, b1)
 			if err != nil {
 				return err
 			}
@@ -639,7 +639,7 @@ func (f *File) pairOp(opName string, src *File, fn func(op *opState) error) erro
 // flushShared writes back dirty data of src's blocks [lblk, lblk+n) so that
 // blocks are clean before they become shared. Called with fs.mu held.
 func (fsys *FS) flushShared(src *inode, lblk, n uint64) error {
-	ms, err := fsys.extentsIn(src.ino, lblk, lblk+n)
+	ms, err := fsys.extentsIn(src, lblk, lblk+n)
 	if err != nil {
 		return err
 	}
@@ -673,7 +673,7 @@ func (fsys *FS) remap(op *opState, dst, src *inode, srcBlk, dstBlk, n uint64) er
 	if err := fsys.flushShared(src, srcBlk, n); err != nil {
 		return err
 	}
-	ms, err := fsys.extentsIn(src.ino, srcBlk, srcBlk+n)
+	ms, err := fsys.extentsIn(src, srcBlk, srcBlk+n)
 	if err != nil {
 		return err
 	}
@@ -905,7 +905,7 @@ func (f *File) Fiemap() ([]Extent, error) {
 	defer f.in.lock.RUnlock()
 	var out []Extent
 	err := f.fsys.readMeta(func() error {
-		ms, err := f.fsys.extentsIn(f.in.ino, 0, ^uint64(0))
+		ms, err := f.fsys.extentsIn(f.in, 0, ^uint64(0))
 		if err != nil {
 			return err
 		}
@@ -956,7 +956,7 @@ func (f *File) seek(opName string, off int64, data bool) (int64, error) {
 		if off >= size {
 			return syscall.ENXIO
 		}
-		ms, err := f.fsys.extentsIn(f.in.ino, uint64(off)/BlockSize, ^uint64(0))
+		ms, err := f.fsys.extentsIn(f.in, uint64(off)/BlockSize, ^uint64(0))
 		if err != nil {
 			return err
 		}

@@ -72,6 +72,7 @@ type FS struct {
 	// durable metadata references them, so while unshared they may be
 	// overwritten in place; everything else is copied on write.
 	fresh *btree.BTreeG[alloc.Run]
+	refs  *refTree // every refcount record, in memory
 	// Counters of the running state (persisted implicitly by the records).
 	mappedBlocks int64 // sum of all extent lengths (logical use)
 	sharedBlocks int64 // physical blocks with reference count >= 2
@@ -94,8 +95,9 @@ type inode struct {
 	lock sync.RWMutex
 	// Protected by fs.mu:
 	rec   meta.Inode
-	opens int // open Files
-	refs  int // opens plus operations in flight; the entry is dropped at 0
+	ext   *extentTree // extent map, loaded on first use (regular files)
+	opens int         // open Files
+	refs  int         // opens plus operations in flight; the entry is dropped at 0
 }
 
 func pathErr(op, name string, err error) error {
@@ -265,6 +267,7 @@ func Open(dir string, opt Options) (*FS, error) {
 		inodes:     make(map[uint64]*inode),
 		fresh:      btree.NewG(16, func(a, b alloc.Run) bool { return a.Start < b.Start }),
 		pendingCRC: make(map[uint64]uint32),
+		refs:       newRefTree(),
 	}
 	if err := fsys.load(); err != nil {
 		fsys.closeResources()
@@ -337,12 +340,13 @@ func (fsys *FS) loadCounters() error {
 	it.Close()
 	it = fsys.store.NewIter([]byte{meta.PrefixRefcount}, []byte{meta.PrefixRefcount + 1})
 	for ok := it.First(); ok; ok = it.Next() {
-		r, err := meta.DecodeRun(it.Key(), it.Value())
+		r, err := decodeRefRun(it.Key(), it.Value())
 		if err != nil {
 			it.Close()
 			return err
 		}
-		fsys.sharedBlocks += int64(r.Len)
+		fsys.refs.ReplaceOrInsert(r)
+		fsys.sharedBlocks += int64(r.n)
 	}
 	it.Close()
 	it = fsys.store.NewIter([]byte{meta.PrefixInode}, []byte{meta.PrefixInode + 1})

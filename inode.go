@@ -388,15 +388,29 @@ func (fsys *FS) freeInode(op *opState, in *inode) error {
 	if err := fsys.release(op, removed); err != nil {
 		return err
 	}
+	// Point deletes, not a range deletion: every range tombstone in the
+	// running transaction would slow down each later iterator over it.
 	xp := meta.InodePrefix(meta.PrefixXattr, in.ino)
+	var xkeys [][]byte
+	it := fsys.txn.NewIter(xp, meta.PrefixEnd(xp))
+	for ok := it.First(); ok; ok = it.Next() {
+		xkeys = append(xkeys, append([]byte(nil), it.Key()...))
+	}
+	it.Close()
+	for _, k := range xkeys {
+		if err := fsys.txn.Delete(k); err != nil {
+			return err
+		}
+	}
 	err = errors.Join(
-		fsys.txn.DeleteRange(xp, meta.PrefixEnd(xp)),
 		fsys.txn.Delete(meta.SymlinkKey(in.ino)),
 		fsys.txn.Delete(meta.OrphanKey(in.ino)),
 		fsys.txn.Delete(meta.InodeKey(in.ino)),
 	)
 	fsys.inodeCount--
 	in.rec.Nlink = 0
+	// Forget it: later lookups of the number find no record (ENOENT).
+	delete(fsys.inodes, in.ino)
 	return err
 }
 

@@ -283,7 +283,7 @@ func (f *File) CloneFile(src *File) error {
 			if err := fsys.flushShared(src.in, 0, n); err != nil {
 				return err
 			}
-			ms, err := fsys.extentsIn(src.in.ino, 0, ^uint64(0))
+			ms, err := fsys.extentsIn(src.in, 0, ^uint64(0))
 			if err != nil {
 				return err
 			}

@@ -15,6 +15,7 @@
 //	                            (a mapped block without a record has count 1)
 //	'F' pblk                    free physical run
 //	'C' pblk                    CRC32C of the data of one written physical block
+//	                            (may outlive the block's free; rewritten before reuse)
 //	'X' ino name                extended attribute
 //	'L' ino                     symlink target
 //	'O' ino                     orphan: unlinked inode still open, freed at close or next open
