@@ -277,6 +277,7 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	f.fsys.throttleDirty()
 	return len(p), nil
 }
 

@@ -489,6 +489,20 @@ func (fsys *FS) maybeCommit() {
 	}
 }
 
+// throttleDirty writes back dirty data in large runs once it fills a
+// quarter of the cache, so eviction rarely has to write single blocks.
+// Written-back blocks stay cached, clean; they are still fresh, so later
+// writes in this transaction still go in place.
+func (fsys *FS) throttleDirty() {
+	st := fsys.cache.Stats()
+	if st.Dirty*4 < st.Frames {
+		return
+	}
+	if err := fsys.cache.FlushDirty(0, ^uint64(0), fsys.writeBackRun); err != nil {
+		fsys.log.Warn("background write-back failed", "err", err)
+	}
+}
+
 // writeBackRun writes consecutive dirty blocks to the device and records
 // their checksums for the next commit.
 func (fsys *FS) writeBackRun(first uint64, data [][]byte) error {
