@@ -46,6 +46,9 @@ type generator struct {
 	r   *rand.Rand
 	o   *Oracle
 	opt GenOptions
+	// follow, when set, makes the next op: the second half of a two-op
+	// pattern, generated after the first half was applied to the oracle.
+	follow func() Op
 }
 
 // weights of the op kinds, in percent-ish units.
@@ -68,6 +71,10 @@ func (g *generator) weight(k Kind, w int) int {
 func (g *generator) pct(p int) bool { return g.r.IntN(100) < p }
 
 func (g *generator) next() Op {
+	if f := g.follow; f != nil {
+		g.follow = nil
+		return f()
+	}
 	if len(g.existing()) == 0 {
 		return g.write()
 	}
@@ -309,8 +316,13 @@ func (g *generator) truncate() Op {
 		s = g.block(size) * B
 	case r < 75:
 		s = size / 2
-	case r < 97:
+	case r < 85:
 		s = g.offset(size)
+	case r < 97:
+		// Another file's size (give or take whole blocks): equal sizes let
+		// ranges end at both EOFs with equal alignment.
+		other := g.size(g.file())
+		s = max(0, other+(g.r.Int64N(3)-1)*B)
 	case r < 99:
 		s = Huge + g.small()
 	default:
@@ -343,6 +355,15 @@ func (g *generator) nonOverlapping(srcOff, n, dstOff int64) int64 {
 func (g *generator) clone() Op {
 	src, dst := g.pair()
 	ssize, dsize := g.size(src), g.size(dst)
+	if g.pct(10) {
+		// Whole-file clone onto a file no longer than src: files of equal
+		// size make ranges that end at both EOFs possible later.
+		for _, d := range g.r.Perm(NumFiles) {
+			if s, err := g.o.Size(d); err == nil && d != src && s <= ssize {
+				return Clone(src, d, 0, 0, 0)
+			}
+		}
+	}
 	srcOff := g.r.Int64N(ceilDiv(ssize)+1) * B
 	var n int64
 	switch r := g.r.IntN(100); {
@@ -359,6 +380,14 @@ func (g *generator) clone() Op {
 	dstOff := g.block(dsize) * B
 	if n%B != 0 && g.pct(60) { // unaligned to EOF: end at or past dst EOF
 		dstOff = (ceilDiv(max(dsize-n, 0)) + g.r.Int64N(2)) * B
+		if e := dsize - n; e >= 0 && e%B == 0 && g.pct(50) {
+			dstOff = e // exactly at dst EOF: the boundary case of the EOF rule
+		} else if src != dst && g.pct(60) {
+			// Make it so: truncate dst to end where the range will, then clone.
+			off := g.block(dsize) * B
+			g.follow = func() Op { return Clone(src, dst, srcOff, n, off) }
+			return Truncate(dst, off+n)
+		}
 	}
 	if src == dst {
 		span := n
@@ -381,13 +410,16 @@ func (g *generator) clone() Op {
 func (g *generator) dedupe() Op {
 	src, dst := g.pair()
 	ssize := g.size(src)
-	srcOff := g.block(ssize) * B
+	srcOff := g.r.Int64N(ceilDiv(ssize)+1) * B
+	if g.pct(10) {
+		srcOff = g.block(ssize) * B
+	}
 	n := g.length()
 	switch {
 	case g.pct(25):
 		n = ssize - srcOff
-	case g.pct(30):
-		n = n / B * B
+	case g.pct(50):
+		n = (1 + g.r.Int64N(8)) * B
 	case g.pct(3):
 		n = Huge
 	}
@@ -437,6 +469,22 @@ func (g *generator) matchingDedupe(src int, srcOff, n int64) (Op, bool) {
 	return found[g.r.IntN(len(found))], true
 }
 
+// sameResidue finds another existing file at least n bytes long whose size has the
+// same offset within a block as size (so a range can end at both EOFs with
+// equal alignment).
+func (g *generator) sameResidue(src int, size, n int64) (int, bool) {
+	var found []int
+	for f := range NumFiles {
+		if s, err := g.o.Size(f); err == nil && f != src && s >= n && s%B == size%B {
+			found = append(found, f)
+		}
+	}
+	if len(found) == 0 {
+		return 0, false
+	}
+	return found[g.r.IntN(len(found))], true
+}
+
 func (g *generator) copy() Op {
 	src, dst := g.pair()
 	ssize, dsize := g.size(src), g.size(dst)
@@ -454,6 +502,30 @@ func (g *generator) copy() Op {
 		n = ssize - srcOff
 	case g.pct(3):
 		n = Huge // clamped to the source EOF
+	}
+	if g.pct(25) && ssize > srcOff {
+		// End exactly at the destination's EOF, where the EOF rule for
+		// sharing a partial last block is decided.
+		if ssize%B != 0 && g.pct(70) {
+			n = max(n, ssize-srcOff) // reach src EOF
+			d, ok := g.sameResidue(src, ssize, ssize-srcOff)
+			if !ok && dst != src && g.o.Exists(dst) {
+				// Make one: give dst a size with src's residue, then copy.
+				want := (max(ceilDiv(dsize), ceilDiv(ssize-srcOff))+g.r.Int64N(2))*B + ssize%B
+				d := dst
+				g.follow = func() Op {
+					m := ssize - srcOff
+					return Copy(src, d, srcOff, n, g.size(d)-m)
+				}
+				return Truncate(dst, want)
+			}
+			if ok {
+				dst, dsize = d, g.size(d)
+			}
+		}
+		if e := dsize - min(n, ssize-srcOff); e >= 0 && (src != dst || !overlap(srcOff, e, min(n, ssize-srcOff))) {
+			dstOff = e
+		}
 	}
 	if src == dst {
 		dstOff = g.nonOverlapping(srcOff, max(1, min(n, ssize-srcOff)), dstOff)

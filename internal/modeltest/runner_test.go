@@ -33,6 +33,9 @@ func TestGeneratorCoverage(t *testing.T) {
 	for seed := uint64(1); seed <= 200; seed++ {
 		o := NewOracle()
 		for _, op := range Generate(seed, GenOptions{Ops: 60, Detach: true}) {
+			if atBothEOFs(o, op) {
+				seen[outcome{op.Kind, "partial tail at both EOFs"}]++
+			}
 			r := op.applyOracle(o)
 			what := "ok"
 			var e syscall.Errno
@@ -61,9 +64,10 @@ func TestGeneratorCoverage(t *testing.T) {
 		{outcome{KRename, "ok"}, 100}, {outcome{KRemove, "ok"}, 50}, {outcome{KReopen, "ok"}, 50},
 		{outcome{KDetach, "ok"}, 50}, {outcome{KCloseDetached, "ok"}, 30},
 		{outcome{KPunch, "invalid argument"}, 5}, {outcome{KWrite, "no such file or directory"}, 0},
+		{outcome{KCopy, "partial tail at both EOFs"}, 8}, {outcome{KClone, "partial tail at both EOFs"}, 10},
 	} {
 		if seen[want.outcome] < want.min {
-			t.Errorf("%s %s: %d times in 200 sequences, want >= %d", Op{Kind: want.kind}, want.what, seen[want.outcome], want.min)
+			t.Errorf("%s %s: %d times in 200 sequences, want >= %d", want.kind, want.what, seen[want.outcome], want.min)
 		}
 	}
 	if t.Failed() {
@@ -135,4 +139,21 @@ func TestNumFormat(t *testing.T) {
 			t.Errorf("num(%d) = %q, want %q", v, got, want)
 		}
 	}
+}
+
+// atBothEOFs reports whether op is a clone or same-alignment copy whose range
+// ends at src EOF inside a partial block and exactly at dst EOF: the boundary
+// of the rule deciding whether that last block is shared.
+func atBothEOFs(o *Oracle, op Op) bool {
+	if (op.Kind != KClone && op.Kind != KCopy) || !o.Exists(op.F) || !o.Exists(op.Dst) || op.Off < 0 || op.N < 0 {
+		return false
+	}
+	ss, _ := o.Size(op.F)
+	ds, _ := o.Size(op.Dst)
+	n := min(op.N, ss-op.Off)
+	if op.Kind == KClone && op.N == 0 {
+		n = ss - op.Off
+	}
+	return n > 0 && op.Off%B == op.DstOff%B && op.Off+n == ss && ss%B != 0 &&
+		(op.Off+n)/B*B > op.Off && op.DstOff+n == ds
 }
