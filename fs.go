@@ -589,8 +589,9 @@ func (fsys *FS) DropCache() error {
 	}
 	fsys.gate.Lock()
 	defer fsys.gate.Unlock()
-	return fsys.dropCacheLocked()
+	if err := fsys.cache.FlushDirty(0, ^uint64(0), fsys.writeBackRun); err != nil {
+		return err
+	}
+	fsys.cache.DropAll()
+	return nil
 }
-
-// dropCacheLocked is replaced by cache.DropAll once the cache offers it.
-func (fsys *FS) dropCacheLocked() error { return syscall.ENOTSUP }

@@ -1156,3 +1156,43 @@ func BenchmarkGetOrReserveMissEvict(b *testing.B) {
 		c.Unpin(f)
 	}
 }
+
+func TestDropAll(t *testing.T) {
+	c, err := New(Config{Bytes: 64 * FrameSize, WriteBack: func(uint64, []byte) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for b := uint64(0); b < 10; b++ {
+		f, loaded, err := c.GetOrReserve(b, 1)
+		if err != nil || loaded {
+			t.Fatal(err, loaded)
+		}
+		c.Loaded(f, nil)
+		if b == 3 {
+			c.MarkDirty(f)
+		}
+		if b != 5 {
+			c.Unpin(f)
+		}
+	}
+	// Block 3 is dirty and block 5 pinned: both stay.
+	if left := c.DropAll(); left != 2 {
+		t.Fatalf("left %d frames, want 2", left)
+	}
+	if st := c.Stats(); st.Resident != 2 {
+		t.Fatalf("resident %d", st.Resident)
+	}
+	if f := c.Get(0, 1); f != nil {
+		t.Fatal("dropped block still resident")
+	}
+	// Dropped frames are reusable.
+	for b := uint64(100); b < 150; b++ {
+		f, _, err := c.GetOrReserve(b, 1)
+		if err != nil {
+			t.Fatalf("block %d: %v", b, err)
+		}
+		c.Loaded(f, nil)
+		c.Unpin(f)
+	}
+}
