@@ -61,8 +61,10 @@ var genWeights = []struct {
 	{KRemove, 2}, {KRename, 3}, {KDetach, 2}, {KCloseDetached, 2},
 }
 
+func (g *generator) allowed(k Kind) bool { return k == KWrite || !slices.Contains(g.opt.Without, k) }
+
 func (g *generator) weight(k Kind, w int) int {
-	if k != KWrite && slices.Contains(g.opt.Without, k) {
+	if !g.allowed(k) {
 		return 0
 	}
 	return w
@@ -382,7 +384,7 @@ func (g *generator) clone() Op {
 		dstOff = (ceilDiv(max(dsize-n, 0)) + g.r.Int64N(2)) * B
 		if e := dsize - n; e >= 0 && e%B == 0 && g.pct(50) {
 			dstOff = e // exactly at dst EOF: the boundary case of the EOF rule
-		} else if src != dst && g.pct(60) {
+		} else if src != dst && g.allowed(KTruncate) && g.pct(60) {
 			// Make it so: truncate dst to end where the range will, then clone.
 			off := g.block(dsize) * B
 			g.follow = func() Op { return Clone(src, dst, srcOff, n, off) }
@@ -509,7 +511,7 @@ func (g *generator) copy() Op {
 		if ssize%B != 0 && g.pct(70) {
 			n = max(n, ssize-srcOff) // reach src EOF
 			d, ok := g.sameResidue(src, ssize, ssize-srcOff)
-			if !ok && dst != src && g.o.Exists(dst) {
+			if !ok && dst != src && g.o.Exists(dst) && g.allowed(KTruncate) {
 				// Make one: give dst a size with src's residue, then copy.
 				want := (max(ceilDiv(dsize), ceilDiv(ssize-srcOff))+g.r.Int64N(2))*B + ssize%B
 				d := dst
