@@ -2,6 +2,9 @@ package reflinkfs
 
 import (
 	"errors"
+
+	"github.com/cockroachdb/pebble/vfs"
+	"github.com/reflinkfs/reflinkfs/internal/device"
 	"io/fs"
 	"log/slog"
 	"time"
@@ -27,6 +30,19 @@ type Options struct {
 	Logger *slog.Logger
 	// ReadOnly opens the image without writing to it.
 	ReadOnly bool
+	// Storage replaces the image directory's data file and metadata
+	// filesystem; fault-injection tests use it to record and replay writes.
+	Storage *Storage
+}
+
+// Storage supplies the backing stores of an image (see Options.Storage).
+// The image directory still holds the marker and lock files.
+type Storage struct {
+	Device device.Device // the data device (its size must match the image)
+	MetaFS vfs.FS        // the filesystem pebble keeps the metadata store in
+	// OnCommit, if set, is called after every durable commit, with the FS
+	// quiescent (no operation in flight), so a test can snapshot MetaFS.
+	OnCommit func()
 }
 
 // Stats reports space and cache figures.

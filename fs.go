@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cockroachdb/pebble/vfs"
 	"github.com/google/btree"
 	"github.com/reflinkfs/reflinkfs/internal/alloc"
 	"github.com/reflinkfs/reflinkfs/internal/cache"
@@ -111,6 +112,13 @@ func pathErr(op, name string, err error) error {
 	return &fs.PathError{Op: op, Path: name, Err: err}
 }
 
+func (o *Options) metaFS() vfs.FS {
+	if o.Storage != nil {
+		return o.Storage.MetaFS
+	}
+	return nil
+}
+
 func (o *Options) withDefaults() Options {
 	opt := *o
 	if opt.Size <= 0 {
@@ -155,12 +163,18 @@ func Create(dir string, opt Options) (*FS, error) {
 		lk.Close()
 		return nil, pathErr("create", dir, err)
 	}
-	store, err := kv.OpenPebble(filepath.Join(dir, metaDir), kv.PebbleOptions{CreateIfMissing: true})
+	store, err := kv.OpenPebble(filepath.Join(dir, metaDir), kv.PebbleOptions{CreateIfMissing: true, FS: opt.metaFS()})
 	if err != nil {
 		return fail(err)
 	}
-	dev, err := device.OpenFile(filepath.Join(dir, dataFile), int64(blocks)*BlockSize, true)
-	if err != nil {
+	var dev device.Device
+	if opt.Storage != nil && opt.Storage.Device != nil {
+		dev = opt.Storage.Device
+		if dev.Size() < int64(blocks)*BlockSize {
+			store.Close()
+			return fail(fmt.Errorf("injected device of %d bytes is smaller than the image size %d: %w", dev.Size(), opt.Size, syscall.EINVAL))
+		}
+	} else if dev, err = device.OpenFile(filepath.Join(dir, dataFile), int64(blocks)*BlockSize, true); err != nil {
 		store.Close()
 		return fail(err)
 	}
@@ -185,7 +199,9 @@ func Create(dir string, opt Options) (*FS, error) {
 		// The marker is written last: a directory without it is not an image.
 		err = writeFileSync(filepath.Join(dir, formatFile), fmt.Sprintf("reflinkfs image\nformat %d\n", meta.FormatVersion))
 	}
-	dev.Close()
+	if opt.Storage == nil || opt.Storage.Device == nil {
+		dev.Close()
+	}
 	store.Close()
 	lk.Close()
 	if err != nil {
@@ -282,7 +298,7 @@ func Open(dir string, opt Options) (*FS, error) {
 }
 
 func (fsys *FS) load() error {
-	store, err := kv.OpenPebble(filepath.Join(fsys.dir, metaDir), kv.PebbleOptions{ReadOnly: fsys.opt.ReadOnly})
+	store, err := kv.OpenPebble(filepath.Join(fsys.dir, metaDir), kv.PebbleOptions{ReadOnly: fsys.opt.ReadOnly, FS: fsys.opt.metaFS()})
 	if err != nil {
 		return fmt.Errorf("metadata store is damaged or missing (run `reflinkfs fsck %s`): %w", fsys.dir, err)
 	}
@@ -300,8 +316,10 @@ func (fsys *FS) load() error {
 			sb.Version, sb.BlockSize, meta.FormatVersion, BlockSize, syscall.EINVAL)
 	}
 	fsys.sb = sb
-	dev, err := device.OpenFile(filepath.Join(fsys.dir, dataFile), int64(sb.DeviceBlocks)*BlockSize, false)
-	if err != nil {
+	var dev device.Device
+	if fsys.opt.Storage != nil && fsys.opt.Storage.Device != nil {
+		dev = fsys.opt.Storage.Device
+	} else if dev, err = device.OpenFile(filepath.Join(fsys.dir, dataFile), int64(sb.DeviceBlocks)*BlockSize, false); err != nil {
 		return fmt.Errorf("data device: %w", err)
 	}
 	fsys.dev = dev
@@ -468,6 +486,9 @@ func (fsys *FS) commit() error {
 		}
 	}
 	fsys.fresh.Clear(false)
+	if fsys.opt.Storage != nil && fsys.opt.Storage.OnCommit != nil {
+		fsys.opt.Storage.OnCommit()
+	}
 	for ino, in := range fsys.inodes {
 		if in.refs == 0 {
 			delete(fsys.inodes, ino)
