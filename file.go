@@ -802,23 +802,94 @@ func (f *File) DedupeRange(src *File, srcOff, length, dstOff int64) (int64, erro
 	return done, err
 }
 
-// sameBytes compares two ranges chunk by chunk.
+// segment is a run of blocks, relative to the start of a compared range,
+// that is uniformly a hole/unwritten (zero) or written at physical pblk.
+type segment struct {
+	start, end uint64
+	written    bool
+	pblk       uint64
+}
+
+// segments describes blocks [first, first+n) of in as segments.
+func (fsys *FS) segments(in *inode, first, n uint64) ([]segment, error) {
+	ms, err := fsys.extentsIn(in, first, first+n)
+	if err != nil {
+		return nil, err
+	}
+	var out []segment
+	pos := uint64(0)
+	for _, m := range ms {
+		s := m.lblk - first
+		if s > pos {
+			out = append(out, segment{start: pos, end: s})
+		}
+		out = append(out, segment{start: s, end: s + m.n, written: !m.unwritten, pblk: m.pblk})
+		pos = s + m.n
+	}
+	if pos < n {
+		out = append(out, segment{start: pos, end: n})
+	}
+	return out, nil
+}
+
+// sameBytes reports whether a's [aOff, aOff+length) equals b's [bOff, ...).
+// Offsets are block aligned. Ranges that already share physical blocks, or
+// are holes on both sides, are equal without reading them; the rest is
+// compared chunk by chunk.
 func (fsys *FS) sameBytes(a, b *inode, aOff, bOff, length int64) (bool, error) {
+	n := (uint64(length) + BlockSize - 1) / BlockSize
+	var sa, sb []segment
+	err := fsys.locked(func() error {
+		var err error
+		if sa, err = fsys.segments(a, uint64(aOff)/BlockSize, n); err != nil {
+			return err
+		}
+		sb, err = fsys.segments(b, uint64(bOff)/BlockSize, n)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
 	const chunk = 1 << 20
-	bufA := make([]byte, min(length, chunk))
-	bufB := make([]byte, len(bufA))
-	for done := int64(0); done < length; {
-		n := min(length-done, chunk)
-		if err := fsys.readLocked(a, bufA[:n], aOff+done); err != nil {
-			return false, err
+	var bufA, bufB []byte
+	compare := func(from, to uint64) (bool, error) { // block offsets within the range
+		if bufA == nil {
+			bufA, bufB = make([]byte, chunk), make([]byte, chunk)
 		}
-		if err := fsys.readLocked(b, bufB[:n], bOff+done); err != nil {
-			return false, err
+		start, end := int64(from)*BlockSize, min(int64(to)*BlockSize, length)
+		for pos := start; pos < end; {
+			c := min(end-pos, chunk)
+			if err := fsys.readLocked(a, bufA[:c], aOff+pos); err != nil {
+				return false, err
+			}
+			if err := fsys.readLocked(b, bufB[:c], bOff+pos); err != nil {
+				return false, err
+			}
+			if !bytes.Equal(bufA[:c], bufB[:c]) {
+				return false, nil
+			}
+			pos += c
 		}
-		if !bytes.Equal(bufA[:n], bufB[:n]) {
-			return false, nil
+		return true, nil
+	}
+	i, j := 0, 0
+	for i < len(sa) && j < len(sb) {
+		x, y := sa[i], sb[j]
+		from, to := max(x.start, y.start), min(x.end, y.end)
+		known := (!x.written && !y.written) ||
+			(x.written && y.written && x.pblk+(from-x.start) == y.pblk+(from-y.start))
+		if !known {
+			same, err := compare(from, to)
+			if err != nil || !same {
+				return false, err
+			}
 		}
-		done += n
+		if x.end == to {
+			i++
+		}
+		if y.end == to {
+			j++
+		}
 	}
 	return true, nil
 }
