@@ -97,6 +97,7 @@ Exit status: 0 success, 1 error (fsck: errors repaired), 2 usage error,
 		newUnshareCommand(),
 		newInstallHelperCommand(),
 		newVersionCommand(),
+		newBenchCommand(),
 	)
 	return root
 }
