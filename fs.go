@@ -428,6 +428,13 @@ func (fsys *FS) Sync() error {
 // device and flushed before the metadata that references it is committed;
 // blocks freed by the transaction become reusable only afterwards.
 func (fsys *FS) commit() error {
+	// Most dirty data is written back before operations are held off; what
+	// is dirtied meanwhile is written under the gate below.
+	if !fsys.opt.ReadOnly && !fsys.isClosed() {
+		if err := fsys.cache.FlushDirty(0, ^uint64(0), fsys.writeBackRun); err != nil {
+			return fmt.Errorf("writing back data: %w", err)
+		}
+	}
 	fsys.gate.Lock()
 	defer fsys.gate.Unlock()
 	fsys.mu.Lock()
