@@ -11,7 +11,9 @@ import (
 	"io/fs"
 	"sort"
 	"syscall"
+	"time"
 
+	"github.com/reflinkfs/reflinkfs/internal/alloc"
 	"github.com/reflinkfs/reflinkfs/internal/kv"
 	"github.com/reflinkfs/reflinkfs/internal/meta"
 )
@@ -33,6 +35,23 @@ type fsckState struct {
 	refs      []physRef
 	written   []physRef
 	checksums map[uint64]bool
+
+	// Repairs found safe, applied by Fsck(true).
+	deleteKeys  [][]byte
+	dirtyInodes map[uint64]bool
+	putKeys     map[string][]byte
+	lostFound   []uint64 // inodes to reconnect under /lost+found
+	spaceBad    bool     // refcount/free records need rebuilding from extents
+}
+
+func (s *fsckState) dropKey(k []byte) {
+	s.deleteKeys = append(s.deleteKeys, append([]byte(nil), k...))
+}
+
+func (s *fsckState) setInode(ino uint64) { s.dirtyInodes[ino] = true }
+
+func (s *fsckState) repairable() bool {
+	return len(s.deleteKeys)+len(s.dirtyInodes)+len(s.putKeys)+len(s.lostFound) > 0 || s.spaceBad
 }
 
 type physRef struct{ start, n uint64 }
@@ -45,8 +64,13 @@ func (s *fsckState) problem(format string, args ...any) {
 
 // Fsck checks every invariant of the image. It commits the running
 // transaction first and holds off all other operations while it runs.
-// Repair is not implemented yet: with repair set, problems are reported
-// and nothing is changed.
+//
+// With repair, it fixes what can be fixed without guessing: reference counts
+// and free space are rebuilt from the extent maps (leaked blocks are freed,
+// wrong counts corrected), block counts, link counts and directory parents
+// are recomputed, undecodable records and entries naming missing inodes are
+// removed, and inodes no entry names are reconnected under /lost+found. The
+// report's Repaired lists what changed; Problems lists what was left.
 func (fsys *FS) Fsck(repair bool) (*FsckReport, error) {
 	if err := fsys.commit(); err != nil && !fsys.opt.ReadOnly {
 		return nil, pathErr("fsck", fsys.dir, err)
@@ -58,16 +82,27 @@ func (fsys *FS) Fsck(repair bool) (*FsckReport, error) {
 	if fsys.closed {
 		return nil, pathErr("fsck", fsys.dir, fs.ErrClosed)
 	}
-	r, err := checkStore(fsys.store)
+	s, err := checkStore(fsys.store)
 	if err != nil {
 		return nil, pathErr("fsck", fsys.dir, err)
 	}
+	if repair && !fsys.opt.ReadOnly && s.repairable() {
+		repaired, err := fsys.repair(s)
+		if err != nil {
+			return nil, pathErr("fsck repair", fsys.dir, err)
+		}
+		if s, err = checkStore(fsys.store); err != nil {
+			return nil, pathErr("fsck", fsys.dir, err)
+		}
+		s.report.Repaired = repaired
+	}
+	r := s.report
 	// The in-memory state must agree with the records.
 	if fsys.alloc.Quarantined() != 0 {
 		r.Problems = append(r.Problems, "quarantine not empty after commit")
 	}
-	var shared, refRecords int64
-	fsys.refs.Ascend(func(rr refRun) bool { shared += int64(rr.n); refRecords++; return true })
+	var shared int64
+	fsys.refs.Ascend(func(rr refRun) bool { shared += int64(rr.n); return true })
 	if shared != fsys.sharedBlocks {
 		r.Problems = append(r.Problems, fmt.Sprintf("shared-block counter is %d, refcount records cover %d", fsys.sharedBlocks, shared))
 	}
@@ -83,11 +118,149 @@ func (fsys *FS) Fsck(repair bool) (*FsckReport, error) {
 	return r, nil
 }
 
-func checkStore(rd kv.Reader) (*FsckReport, error) {
+// repair applies the fixes s found, then rebuilds space records if needed,
+// each step in its own durable transaction, and reloads the in-memory state.
+// Called with the gate held exclusively and fs.mu held.
+func (fsys *FS) repair(s *fsckState) ([]string, error) {
+	var done []string
+	txn := fsys.store.NewTxn()
+	for _, k := range s.deleteKeys {
+		if err := txn.Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	if n := len(s.deleteKeys); n > 0 {
+		done = append(done, fmt.Sprintf("removed %d damaged or dangling records", n))
+	}
+	for k, v := range s.putKeys {
+		if err := txn.Set([]byte(k), v); err != nil {
+			return nil, err
+		}
+		done = append(done, fmt.Sprintf("rewrote record %x", k))
+	}
+	if len(s.lostFound) > 0 {
+		lf, err := fsys.lostAndFound(s, txn)
+		if err != nil {
+			return nil, err
+		}
+		for _, ino := range s.lostFound {
+			in := s.inodes[ino]
+			name := fmt.Sprintf("#%d", ino)
+			k := meta.DirentKey(lf, name)
+			d := meta.Dirent{Ino: ino, Type: in.Mode & syscall.S_IFMT}
+			if err := txn.Set(k, d.Encode(k)); err != nil {
+				return nil, err
+			}
+			in.Nlink = 1
+			s.setInode(ino)
+			done = append(done, fmt.Sprintf("reconnected inode %d as /lost+found/%s", ino, name))
+		}
+	}
+	for ino := range s.dirtyInodes {
+		if err := txn.Set(meta.InodeKey(ino), s.inodes[ino].Encode(ino)); err != nil {
+			return nil, err
+		}
+	}
+	if n := len(s.dirtyInodes); n > 0 {
+		done = append(done, fmt.Sprintf("corrected counts or parents of %d inodes", n))
+	}
+	if err := fsys.store.Commit(txn, true); err != nil {
+		return nil, err
+	}
+	// Space: with the extent maps now consistent, rebuild refcount and free
+	// records from them.
+	s2, err := checkStore(fsys.store)
+	if err != nil {
+		return nil, err
+	}
+	if s.spaceBad || s2.spaceBad {
+		if err := fsys.rebuildSpace(s2); err != nil {
+			return nil, err
+		}
+		done = append(done, "rebuilt reference counts and free space from the extent maps")
+	}
+	return done, fsys.reloadState()
+}
+
+// lostAndFound returns the inode of /lost+found, creating it in txn.
+func (fsys *FS) lostAndFound(s *fsckState, txn kv.Txn) (uint64, error) {
+	k := meta.DirentKey(RootIno, "lost+found")
+	if v, err := fsys.store.Get(k); err == nil {
+		if d, err := meta.DecodeDirent(k, v); err == nil && d.Type == syscall.S_IFDIR {
+			return d.Ino, nil
+		}
+		return 0, fmt.Errorf("/lost+found exists and is not a directory")
+	}
+	ino := fsys.sb.NextIno
+	fsys.sb.NextIno++
+	gen := fsys.sb.NextGen
+	fsys.sb.NextGen++
+	now := time.Now().UnixNano()
+	rec := meta.Inode{Gen: gen, Mode: syscall.S_IFDIR | 0o700, Nlink: 2, Parent: RootIno, Atime: now, Mtime: now, Ctime: now, Btime: now}
+	root := s.inodes[RootIno]
+	root.Nlink++
+	s.setInode(RootIno)
+	s.inodes[ino] = &rec
+	s.setInode(ino)
+	d := meta.Dirent{Ino: ino, Type: syscall.S_IFDIR}
+	return ino, errors.Join(txn.Set(k, d.Encode(k)), txn.Set(meta.SuperKey(), fsys.sb.Encode()))
+}
+
+// rebuildSpace rewrites every refcount and free record from the counts
+// recomputed from the extent maps.
+func (fsys *FS) rebuildSpace(s *fsckState) error {
+	txn := fsys.store.NewTxn()
+	for _, p := range []byte{meta.PrefixRefcount, meta.PrefixFree} {
+		if err := txn.DeleteRange([]byte{p}, []byte{p + 1}); err != nil {
+			return err
+		}
+	}
+	for _, sg := range s.segments() {
+		switch {
+		case sg.count == 0:
+			k := meta.FreeKey(sg.start)
+			v := meta.Run{Len: sg.end - sg.start}
+			if err := txn.Set(k, v.Encode(k)); err != nil {
+				return err
+			}
+		case sg.count >= 2:
+			k := meta.RefcountKey(sg.start)
+			v := meta.Run{Len: sg.end - sg.start, Count: uint32(sg.count)}
+			if err := txn.Set(k, v.Encode(k)); err != nil {
+				return err
+			}
+		}
+	}
+	return fsys.store.Commit(txn, true)
+}
+
+// reloadState rebuilds the in-memory allocator, refcounts, counters and
+// inode table from the store after a repair.
+func (fsys *FS) reloadState() error {
+	a, err := alloc.Load(fsys.store, fsys.sb.DeviceBlocks)
+	if err != nil {
+		return err
+	}
+	fsys.alloc = a
+	fsys.refs = newRefTree()
+	fsys.mappedBlocks, fsys.sharedBlocks, fsys.inodeCount = 0, 0, 0
+	for ino, in := range fsys.inodes {
+		in.ext = nil // reloaded on use
+		if v, err := fsys.store.Get(meta.InodeKey(ino)); err == nil {
+			if rec, err := meta.DecodeInode(ino, v); err == nil {
+				in.rec = rec
+			}
+		}
+	}
+	fsys.txn = fsys.store.NewTxn()
+	return fsys.loadCounters()
+}
+
+func checkStore(rd kv.Reader) (*fsckState, error) {
 	s := &fsckState{rd: rd, report: &FsckReport{},
 		inodes: map[uint64]*meta.Inode{}, links: map[uint64]uint32{}, subdirs: map[uint64]uint32{},
 		dirParent: map[uint64]uint64{}, blocks: map[uint64]uint64{}, orphans: map[uint64]bool{},
-		checksums: map[uint64]bool{},
+		checksums: map[uint64]bool{}, dirtyInodes: map[uint64]bool{}, putKeys: map[string][]byte{},
 	}
 	v, err := rd.Get(meta.SuperKey())
 	if err != nil {
@@ -103,7 +276,7 @@ func checkStore(rd kv.Reader) (*FsckReport, error) {
 		}
 	}
 	s.report.Inodes = int64(len(s.inodes))
-	return s.report, nil
+	return s, nil
 }
 
 func (s *fsckState) scan(prefix byte, fn func(k, v []byte)) error {
@@ -139,23 +312,30 @@ func (s *fsckState) scanDirents() error {
 		parent, name, err := meta.ParseKeyName(meta.PrefixDirent, k)
 		if err != nil {
 			s.problem("bad dirent key %x", k)
+			s.dropKey(k)
 			return
 		}
 		d, err := meta.DecodeDirent(k, v)
 		if err != nil {
 			s.problem("entry %q in directory %d: %v", name, parent, err)
+			s.dropKey(k)
 			return
 		}
 		if p, ok := s.inodes[parent]; !ok || !isDir(p.Mode) {
 			s.problem("entry %q is in %d, which is not a directory", name, parent)
+			s.dropKey(k)
+			return
 		}
 		child, ok := s.inodes[d.Ino]
 		if !ok {
 			s.problem("entry %q in directory %d names missing inode %d", name, parent, d.Ino)
+			s.dropKey(k)
 			return
 		}
 		if child.Mode&syscall.S_IFMT != d.Type {
 			s.problem("entry %q in directory %d has type %o, inode %d has %o", name, parent, d.Type, d.Ino, child.Mode&syscall.S_IFMT)
+			fixed := meta.Dirent{Ino: d.Ino, Type: child.Mode & syscall.S_IFMT}
+			s.putKeys[string(k)] = fixed.Encode(k)
 		}
 		s.links[d.Ino]++
 		if isDir(child.Mode) {
@@ -173,6 +353,7 @@ func (s *fsckState) scanOrphans() error {
 		ino, err := meta.ParseKey1(meta.PrefixOrphan, k)
 		if err != nil {
 			s.problem("bad orphan key %x", k)
+			s.dropKey(k)
 			return
 		}
 		s.orphans[ino] = true
@@ -185,27 +366,35 @@ func (s *fsckState) scanExtents() error {
 		ino, lblk, err := meta.ParseKey2(meta.PrefixExtent, k)
 		if err != nil {
 			s.problem("bad extent key %x", k)
+			s.dropKey(k)
 			return
 		}
 		e, err := meta.DecodeExtent(k, v)
 		if err != nil {
 			s.problem("inode %d extent at block %d: %v", ino, lblk, err)
+			s.dropKey(k)
 			return
+		}
+		drop := func(format string, args ...any) {
+			s.problem(format, args...)
+			s.dropKey(k)
 		}
 		in, ok := s.inodes[ino]
-		if !ok {
-			s.problem("extent at block %d of missing inode %d", lblk, ino)
-		} else if !isReg(in.Mode) {
-			s.problem("inode %d is not a regular file but has extents", ino)
-		}
-		if ino == lastIno && lblk < lastEnd {
-			s.problem("inode %d: extent at block %d overlaps the previous one", ino, lblk)
-		}
-		lastIno, lastEnd = ino, lblk+e.Len
-		if e.Pblk+e.Len > s.sb.DeviceBlocks || e.Pblk+e.Len < e.Pblk {
-			s.problem("inode %d: extent at block %d maps %d+%d, beyond the device", ino, lblk, e.Pblk, e.Len)
+		switch {
+		case !ok:
+			drop("extent at block %d of missing inode %d", lblk, ino)
+			return
+		case !isReg(in.Mode):
+			drop("inode %d is not a regular file but has extents", ino)
+			return
+		case ino == lastIno && lblk < lastEnd:
+			drop("inode %d: extent at block %d overlaps the previous one", ino, lblk)
+			return
+		case e.Pblk+e.Len > s.sb.DeviceBlocks || e.Pblk+e.Len < e.Pblk:
+			drop("inode %d: extent at block %d maps %d+%d, beyond the device", ino, lblk, e.Pblk, e.Len)
 			return
 		}
+		lastIno, lastEnd = ino, lblk+e.Len
 		s.blocks[ino] += e.Len
 		s.report.Extents++
 		s.report.mappedBlocks += int64(e.Len)
@@ -221,10 +410,12 @@ func (s *fsckState) scanChecksums() error {
 		b, err := meta.ParseKey1(meta.PrefixChecksum, k)
 		if err != nil {
 			s.problem("bad checksum key %x", k)
+			s.dropKey(k)
 			return
 		}
 		if _, err := meta.DecodeU32(k, v); err != nil {
 			s.problem("checksum of block %d: %v", b, err)
+			s.dropKey(k)
 			return
 		}
 		s.checksums[b] = true
@@ -239,6 +430,8 @@ func (s *fsckState) checkInodes() error {
 	for ino, in := range s.inodes {
 		if s.blocks[ino] != in.Blocks {
 			s.problem("inode %d records %d blocks, its extents map %d", ino, in.Blocks, s.blocks[ino])
+			in.Blocks = s.blocks[ino]
+			s.setInode(ino)
 		}
 		if isDir(in.Mode) {
 			if ino != RootIno {
@@ -247,18 +440,24 @@ func (s *fsckState) checkInodes() error {
 					s.problem("directory %d has no entry in any directory", ino)
 				} else if parent != in.Parent {
 					s.problem("directory %d records parent %d, its entry is in %d", ino, in.Parent, parent)
+					in.Parent = parent
+					s.setInode(ino)
 				}
 			}
 			if want := 2 + s.subdirs[ino]; in.Nlink != want {
 				s.problem("directory %d has link count %d, expected %d", ino, in.Nlink, want)
+				in.Nlink = want
+				s.setInode(ino)
 			}
 			continue
 		}
-		if in.Nlink != s.links[ino] {
-			s.problem("inode %d has link count %d, but %d entries name it", ino, in.Nlink, s.links[ino])
-		}
 		if s.links[ino] == 0 && !s.orphans[ino] {
 			s.problem("inode %d is not in any directory and not an orphan (leaked)", ino)
+			s.lostFound = append(s.lostFound, ino)
+		} else if in.Nlink != s.links[ino] && !(s.links[ino] == 0 && s.orphans[ino]) {
+			s.problem("inode %d has link count %d, but %d entries name it", ino, in.Nlink, s.links[ino])
+			in.Nlink = s.links[ino]
+			s.setInode(ino)
 		}
 		if in.Mode&syscall.S_IFMT == syscall.S_IFLNK {
 			k := meta.SymlinkKey(ino)
@@ -270,8 +469,13 @@ func (s *fsckState) checkInodes() error {
 		}
 	}
 	for ino := range s.orphans {
-		if in, ok := s.inodes[ino]; ok && in.Nlink != 0 {
+		if in, ok := s.inodes[ino]; !ok || s.links[ino] > 0 {
+			s.problem("orphan record for inode %d, which is missing or linked", ino)
+			s.dropKey(meta.OrphanKey(ino))
+		} else if in.Nlink != 0 {
 			s.problem("orphan %d still has %d links", ino, in.Nlink)
+			in.Nlink = 0
+			s.setInode(ino)
 		}
 	}
 	// Every directory's parent chain reaches the root.
@@ -292,9 +496,15 @@ func (s *fsckState) checkInodes() error {
 	return nil
 }
 
-// checkSpace compares reference counts, free space and checksums with the
-// counts recomputed from the extents.
-func (s *fsckState) checkSpace() error {
+// countSeg is a run of physical blocks with one recomputed reference count.
+type countSeg struct {
+	start, end uint64
+	count      int
+}
+
+// segments recomputes, from the extents scanned, the reference count of
+// every block of the device as runs.
+func (s *fsckState) segments() []countSeg {
 	type event struct {
 		at    uint64
 		delta int
@@ -304,23 +514,34 @@ func (s *fsckState) checkSpace() error {
 		ev = append(ev, event{r.start, +1}, event{r.start + r.n, -1})
 	}
 	sort.Slice(ev, func(i, j int) bool { return ev[i].at < ev[j].at })
-	// segments with their recomputed count, covering the whole device
-	type seg struct {
-		start, end uint64
-		count      int
-	}
-	var segs []seg
+	var segs []countSeg
 	pos, count := uint64(0), 0
 	for _, e := range ev {
 		if e.at > pos {
-			segs = append(segs, seg{pos, e.at, count})
+			segs = append(segs, countSeg{pos, e.at, count})
 			pos = e.at
 		}
 		count += e.delta
 	}
 	if pos < s.sb.DeviceBlocks {
-		segs = append(segs, seg{pos, s.sb.DeviceBlocks, 0})
+		segs = append(segs, countSeg{pos, s.sb.DeviceBlocks, 0})
 	}
+	// Merge neighbours with equal counts (events at one block split runs).
+	out := segs[:0]
+	for _, sg := range segs {
+		if n := len(out); n > 0 && out[n-1].end == sg.start && out[n-1].count == sg.count {
+			out[n-1].end = sg.end
+			continue
+		}
+		out = append(out, sg)
+	}
+	return out
+}
+
+// checkSpace compares reference counts, free space and checksums with the
+// counts recomputed from the extents.
+func (s *fsckState) checkSpace() error {
+	segs := s.segments()
 	// Stored counts: R records (>= 2), F records (0), else 1.
 	type rec struct {
 		start, end uint64
@@ -331,15 +552,18 @@ func (s *fsckState) checkSpace() error {
 		b, err := meta.ParseKey1(meta.PrefixRefcount, k)
 		if err != nil {
 			s.problem("bad refcount key %x", k)
+			s.spaceBad = true
 			return
 		}
 		r, err := meta.DecodeRun(k, v)
 		if err != nil {
 			s.problem("refcount at block %d: %v", b, err)
+			s.spaceBad = true
 			return
 		}
 		if r.Count < 2 {
 			s.problem("refcount record at block %d has count %d (< 2)", b, r.Count)
+			s.spaceBad = true
 		}
 		recs = append(recs, rec{b, b + r.Len, int(r.Count)})
 		s.report.sharedBlocks += int64(r.Len)
@@ -348,11 +572,13 @@ func (s *fsckState) checkSpace() error {
 		b, err := meta.ParseKey1(meta.PrefixFree, k)
 		if err != nil {
 			s.problem("bad free key %x", k)
+			s.spaceBad = true
 			return
 		}
 		r, err := meta.DecodeRun(k, v)
 		if err != nil {
 			s.problem("free run at block %d: %v", b, err)
+			s.spaceBad = true
 			return
 		}
 		recs = append(recs, rec{b, b + r.Len, 0})
@@ -362,6 +588,7 @@ func (s *fsckState) checkSpace() error {
 	for i := 1; i < len(recs); i++ {
 		if recs[i].start < recs[i-1].end {
 			s.problem("space records overlap at block %d (counts %d and %d)", recs[i].start, recs[i-1].count, recs[i].count)
+			s.spaceBad = true
 		}
 	}
 	storedAt := func(b uint64) (int, uint64) { // count at b and where that answer ends
@@ -379,6 +606,9 @@ func (s *fsckState) checkSpace() error {
 		for b := sg.start; b < sg.end; {
 			c, end := storedAt(b)
 			end = min(end, sg.end)
+			if c != sg.count {
+				s.spaceBad = true
+			}
 			if c != sg.count && reported < 100 {
 				reported++
 				switch {
