@@ -30,6 +30,11 @@ type Options struct {
 	Logger *slog.Logger
 	// ReadOnly opens the image without writing to it.
 	ReadOnly bool
+	// Recovery opens an image whose free-space or reference-count records
+	// are damaged, for Fsck: damaged records are skipped (and reported by
+	// Fsck) instead of refusing the open. Until Fsck(true) has rebuilt them,
+	// nothing can be allocated (writes fail with ENOSPC).
+	Recovery bool
 	// Storage replaces the image directory's data file and metadata
 	// filesystem; fault-injection tests use it to record and replay writes.
 	Storage *Storage

@@ -327,10 +327,17 @@ func (fsys *FS) load() error {
 		return fmt.Errorf("data file is %d bytes, superblock says %d (truncated image?): %w", dev.Size(), int64(sb.DeviceBlocks)*BlockSize, syscall.EIO)
 	}
 	if fsys.alloc, err = alloc.Load(store, sb.DeviceBlocks); err != nil {
-		return fmt.Errorf("free space records (run `reflinkfs fsck %s`): %w", fsys.dir, err)
+		if !fsys.opt.Recovery {
+			return fmt.Errorf("free space records are damaged (run `reflinkfs fsck --repair %s`): %w", fsys.dir, err)
+		}
+		fsys.log.Warn("free space records damaged; nothing can be allocated until fsck repairs them", "err", err)
+		fsys.alloc = alloc.Empty(sb.DeviceBlocks)
 	}
 	if err := fsys.loadCounters(); err != nil {
-		return err
+		if !fsys.opt.Recovery {
+			return fmt.Errorf("metadata records are damaged (run `reflinkfs fsck --repair %s`): %w", fsys.dir, err)
+		}
+		fsys.log.Warn("metadata records damaged; counters are partial until fsck repairs them", "err", err)
 	}
 	fsys.cache, err = cache.New(cache.Config{Bytes: fsys.opt.CacheSize, WriteBack: fsys.writeBackOne})
 	if err != nil {
@@ -350,6 +357,9 @@ func (fsys *FS) loadCounters() error {
 	for ok := it.First(); ok; ok = it.Next() {
 		e, err := meta.DecodeExtent(it.Key(), it.Value())
 		if err != nil {
+			if fsys.opt.Recovery {
+				continue
+			}
 			it.Close()
 			return err
 		}
@@ -360,6 +370,9 @@ func (fsys *FS) loadCounters() error {
 	for ok := it.First(); ok; ok = it.Next() {
 		r, err := decodeRefRun(it.Key(), it.Value())
 		if err != nil {
+			if fsys.opt.Recovery {
+				continue
+			}
 			it.Close()
 			return err
 		}

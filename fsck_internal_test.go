@@ -109,3 +109,48 @@ func itoa(n uint64) string {
 		}
 	}
 }
+
+// A damaged free-space record makes Open refuse the image, naming fsck;
+// Recovery opens it and Fsck(true) rebuilds the records.
+func TestFsckRecoversDamagedFreeSpace(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "img")
+	fsys, err := Create(dir, Options{Size: 64 << 20, CommitInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := fsys.OpenFile("a", os.O_RDWR|os.O_CREATE, 0o644)
+	f.WriteAt([]byte("hello"), 0)
+	f.Close()
+	fsys.Sync()
+	var first uint64
+	fsys.alloc.Each(func(r alloc.Run) bool { first = r.Start; return false })
+	damage(t, fsys, func(set func(k, v []byte), del func(k []byte)) {
+		set(meta.FreeKey(first), []byte("garbage"))
+	})
+	fsys.Close()
+	if _, err := Open(dir, Options{}); err == nil || !strings.Contains(err.Error(), "reflinkfs fsck") {
+		t.Fatalf("open of damaged image: %v", err)
+	}
+	fsys, err = Open(dir, Options{Recovery: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := fsys.Fsck(true)
+	if err != nil || !rep.Clean() {
+		t.Fatalf("repair: %v %v", err, rep)
+	}
+	fsys.Close()
+	fsys, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("open after repair: %v", err)
+	}
+	defer fsys.Close()
+	f, err = fsys.OpenFile("b", os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("writable again"), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}

@@ -65,6 +65,10 @@ func Format(txn kv.Txn, blocks uint64) (*Allocator, error) {
 	return a, a.putFree(txn, r)
 }
 
+// Empty returns an allocator with no free space, for an image whose free
+// space records cannot be read (until fsck rebuilds them).
+func Empty(blocks uint64) *Allocator { return newAllocator(blocks) }
+
 // Load builds the allocator from the persisted free runs.
 func Load(rd kv.Reader, blocks uint64) (*Allocator, error) {
 	a := newAllocator(blocks)
