@@ -89,7 +89,7 @@ func fsck(arg string, repair bool) error {
 	} else if !fi.IsDir() {
 		return fmt.Errorf("image %s: not a directory", dir)
 	}
-	fsys, err := reflinkfs.Open(dir, reflinkfs.Options{ReadOnly: !repair, CommitInterval: -1})
+	fsys, err := reflinkfs.Open(dir, reflinkfs.Options{ReadOnly: !repair, Recovery: true, CommitInterval: -1})
 	if err != nil {
 		return err
 	}
