@@ -36,6 +36,8 @@ type fsckState struct {
 	written   []physRef
 	checksums map[uint64]bool
 
+	progress func(phase string, done int64)
+
 	// Repairs found safe, applied by Fsck(true).
 	deleteKeys  [][]byte
 	dirtyInodes map[uint64]bool
@@ -72,6 +74,21 @@ func (s *fsckState) problem(format string, args ...any) {
 // removed, and inodes no entry names are reconnected under /lost+found. The
 // report's Repaired lists what changed; Problems lists what was left.
 func (fsys *FS) Fsck(repair bool) (*FsckReport, error) {
+	return fsys.Check(CheckOptions{Repair: repair})
+}
+
+// CheckOptions configure Check.
+type CheckOptions struct {
+	Repair bool
+	// Progress, if set, is called as records are scanned: the phase name
+	// ("inodes", "entries", "extents", "checksums", "space") and the
+	// records scanned so far in it.
+	Progress func(phase string, done int64)
+}
+
+// Check is Fsck with options.
+func (fsys *FS) Check(opt CheckOptions) (*FsckReport, error) {
+	repair := opt.Repair
 	if err := fsys.commit(); err != nil && !fsys.opt.ReadOnly {
 		return nil, pathErr("fsck", fsys.dir, err)
 	}
@@ -82,7 +99,7 @@ func (fsys *FS) Fsck(repair bool) (*FsckReport, error) {
 	if fsys.closed {
 		return nil, pathErr("fsck", fsys.dir, fs.ErrClosed)
 	}
-	s, err := checkStore(fsys.store)
+	s, err := checkStore(fsys.store, opt.Progress)
 	if err != nil {
 		return nil, pathErr("fsck", fsys.dir, err)
 	}
@@ -91,7 +108,7 @@ func (fsys *FS) Fsck(repair bool) (*FsckReport, error) {
 		if err != nil {
 			return nil, pathErr("fsck repair", fsys.dir, err)
 		}
-		if s, err = checkStore(fsys.store); err != nil {
+		if s, err = checkStore(fsys.store, opt.Progress); err != nil {
 			return nil, pathErr("fsck", fsys.dir, err)
 		}
 		s.report.Repaired = repaired
@@ -169,7 +186,7 @@ func (fsys *FS) repair(s *fsckState) ([]string, error) {
 	}
 	// Space: with the extent maps now consistent, rebuild refcount and free
 	// records from them.
-	s2, err := checkStore(fsys.store)
+	s2, err := checkStore(fsys.store, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -256,8 +273,8 @@ func (fsys *FS) reloadState() error {
 	return fsys.loadCounters()
 }
 
-func checkStore(rd kv.Reader) (*fsckState, error) {
-	s := &fsckState{rd: rd, report: &FsckReport{},
+func checkStore(rd kv.Reader, progress func(string, int64)) (*fsckState, error) {
+	s := &fsckState{rd: rd, report: &FsckReport{}, progress: progress,
 		inodes: map[uint64]*meta.Inode{}, links: map[uint64]uint32{}, subdirs: map[uint64]uint32{},
 		dirParent: map[uint64]uint64{}, blocks: map[uint64]uint64{}, orphans: map[uint64]bool{},
 		checksums: map[uint64]bool{}, dirtyInodes: map[uint64]bool{}, putKeys: map[string][]byte{},
@@ -279,11 +296,24 @@ func checkStore(rd kv.Reader) (*fsckState, error) {
 	return s, nil
 }
 
+var phaseNames = map[byte]string{
+	meta.PrefixInode: "inodes", meta.PrefixDirent: "entries", meta.PrefixOrphan: "orphans",
+	meta.PrefixExtent: "extents", meta.PrefixChecksum: "checksums", meta.PrefixRefcount: "space",
+	meta.PrefixFree: "space",
+}
+
 func (s *fsckState) scan(prefix byte, fn func(k, v []byte)) error {
 	it := s.rd.NewIter([]byte{prefix}, []byte{prefix + 1})
 	defer it.Close()
+	n := int64(0)
 	for ok := it.First(); ok; ok = it.Next() {
 		fn(it.Key(), it.Value())
+		if n++; s.progress != nil && n%16384 == 0 {
+			s.progress(phaseNames[prefix], n)
+		}
+	}
+	if s.progress != nil {
+		s.progress(phaseNames[prefix], n)
 	}
 	return nil
 }

@@ -93,7 +93,37 @@ func fsck(arg string, repair bool) error {
 	if err != nil {
 		return err
 	}
-	return runFsck(os.Stdout, dir, fsys, repair)
+	return runFsck(os.Stdout, dir, progressChecker{fsys, os.Stderr}, repair)
+}
+
+// progressChecker runs fsck with a progress line on w (a terminal's stderr:
+// rewritten in place; elsewhere one line per phase).
+type progressChecker struct {
+	*reflinkfs.FS
+	w *os.File
+}
+
+func (p progressChecker) Fsck(repair bool) (*reflinkfs.FsckReport, error) {
+	tty := isTerminal(p.w)
+	last := ""
+	r, err := p.Check(reflinkfs.CheckOptions{Repair: repair, Progress: func(phase string, done int64) {
+		switch {
+		case tty:
+			fmt.Fprintf(p.w, "\rchecking %-10s %12d records", phase, done)
+		case phase != last:
+			fmt.Fprintf(p.w, "checking %s\n", phase)
+		}
+		last = phase
+	}})
+	if tty {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+	return r, err
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // checker is the part of *reflinkfs.FS that fsck uses.
