@@ -1,0 +1,51 @@
+package crashtest
+
+import (
+	"flag"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+var (
+	crashPoints = flag.Int("crash.points", 300, "crash points to check across all workloads; 0 checks every instant of every workload")
+	crashSeed   = flag.Uint64("crash.seed", 1, "seed of the workloads and of the crash points chosen")
+	crashMax    = flag.Int("crash.failures", 3, "failing points reported per workload before it stops")
+)
+
+// TestCrashReplay records every workload and checks its crash points.
+func TestCrashReplay(t *testing.T) {
+	perWorkload := 0
+	if *crashPoints > 0 {
+		perWorkload = max(*crashPoints/len(Workloads), 4)
+	}
+	var total int
+	start := time.Now()
+	for _, wl := range Workloads {
+		t.Run(wl.Name, func(t *testing.T) {
+			rec, err := Record(wl.Name, Config{Seed: *crashSeed, TempDir: t.TempDir()}, wl.Run)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.Commits() == 0 {
+				t.Fatal("the workload made no commit")
+			}
+			rng := rand.New(rand.NewPCG(*crashSeed, 7))
+			pts := rec.Points(perWorkload, rng)
+			failures := 0
+			for _, p := range pts {
+				if problems := rec.Check(p); len(problems) > 0 {
+					failures++
+					t.Errorf("crash point %v:\n\t%s", p, strings.Join(problems, "\n\t"))
+					if failures >= *crashMax {
+						t.Fatalf("stopping after %d failing points", failures)
+					}
+				}
+			}
+			total += len(pts)
+			t.Logf("%d device ops, %d commits, %d crash points checked", rec.DeviceOps(), rec.Commits(), len(pts))
+		})
+	}
+	t.Logf("%d crash points in %v", total, time.Since(start).Round(time.Millisecond))
+}
