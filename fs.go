@@ -474,13 +474,23 @@ func (fsys *FS) commit() error {
 	if err := fsys.dev.Flush(); err != nil {
 		return fmt.Errorf("flushing data device: %w", err)
 	}
-	// 2. Metadata, with the checksums of the data just made durable.
-	for b, c := range pending {
-		k := meta.ChecksumKey(b)
-		if err := fsys.txn.Set(k, meta.EncodeU32(k, c)); err != nil {
-			return err
+	// 2. Checksums of the data just made durable, in a cheap write-only batch
+	// ahead of the metadata: a checksum of a block nothing references yet is
+	// harmless if it lands alone, and the synced commit below makes it
+	// durable with everything else (commits are durable in order).
+	if len(pending) > 0 {
+		cb := fsys.store.NewBatch()
+		for b, c := range pending {
+			k := meta.ChecksumKey(b)
+			if err := cb.Set(k, meta.EncodeU32(k, c)); err != nil {
+				return err
+			}
+		}
+		if err := fsys.store.CommitBatch(cb, false); err != nil {
+			return fmt.Errorf("committing checksums: %w", err)
 		}
 	}
+	// 3. Metadata.
 	if err := fsys.txn.Set(meta.SuperKey(), fsys.sb.Encode()); err != nil {
 		return err
 	}
@@ -499,7 +509,7 @@ func (fsys *FS) commit() error {
 		}
 	}
 	fsys.crcMu.Unlock()
-	// 3. Freed blocks: durable now, so reusable; give their host space back.
+	// 4. Freed blocks: durable now, so reusable; give their host space back.
 	for _, r := range fsys.alloc.ReleaseQuarantine() {
 		if err := fsys.dev.Punch(int64(r.Start)*BlockSize, int64(r.Len)*BlockSize); err != nil {
 			fsys.log.Warn("punching freed blocks failed", "start", r.Start, "blocks", r.Len, "err", err)

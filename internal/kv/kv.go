@@ -52,10 +52,21 @@ type Txn interface {
 	Empty() bool
 }
 
+// Batch is a write-only set of changes: cheaper than a Txn because nothing
+// is indexed for reading. It is committed atomically like a Txn.
+type Batch interface {
+	Set(key, value []byte) error
+	Delete(key []byte) error
+}
+
 // Store is an ordered key-value store with atomic multi-key commits.
 type Store interface {
 	Reader // reads committed state only
 	NewTxn() Txn
+	NewBatch() Batch
+	// CommitBatch applies b atomically, like Commit. Commits are durable in
+	// order: a synced commit makes every earlier commit durable too.
+	CommitBatch(b Batch, sync bool) error
 	// Commit applies t atomically; with sync it is durable when Commit returns.
 	// t must not be used afterwards.
 	Commit(t Txn, sync bool) error

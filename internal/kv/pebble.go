@@ -259,6 +259,50 @@ func (s *pebbleStore) Commit(t Txn, sync bool) error {
 	return nil
 }
 
+// pebbleBatch is a write-only (non-indexed) pebble batch.
+type pebbleBatch struct {
+	store *pebbleStore
+	b     *pebble.Batch
+}
+
+func (b *pebbleBatch) Set(key, value []byte) error {
+	if b.b == nil {
+		return ErrClosed
+	}
+	return b.b.Set(key, value, nil)
+}
+
+func (b *pebbleBatch) Delete(key []byte) error {
+	if b.b == nil {
+		return ErrClosed
+	}
+	return b.b.Delete(key, nil)
+}
+
+func (s *pebbleStore) NewBatch() Batch { return &pebbleBatch{store: s, b: s.db.NewBatch()} }
+
+func (s *pebbleStore) CommitBatch(bt Batch, sync bool) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	pb, ok := bt.(*pebbleBatch)
+	if !ok || pb.store != s || pb.b == nil {
+		return fmt.Errorf("metadata store %s: commit of a batch from another store, or twice", s.dir)
+	}
+	b := pb.b
+	pb.b = nil
+	wo := pebble.NoSync
+	if sync {
+		wo = pebble.Sync
+	}
+	err := b.Commit(wo)
+	b.Close()
+	if err != nil {
+		return s.wrap("commit", err)
+	}
+	return nil
+}
+
 func (s *pebbleStore) Flush() error {
 	if s.closed.Load() {
 		return ErrClosed
