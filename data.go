@@ -246,28 +246,16 @@ func (fsys *FS) planWrite(op *opState, in *inode, b0, b1 uint64) ([]blockWrite, 
 		for j < len(plan) && !plan[j].inPlace {
 			j++
 		}
-		first, n := plan[i].lblk, uint64(j-i)
-		runs, err := fsys.allocate(in, first, n)
+		runs, err := fsys.remapNew(op, in, plan[i].lblk, uint64(j-i), false)
 		if err != nil {
 			return nil, err
 		}
-		removed, err := fsys.unmapRange(in, first, first+n)
-		if err != nil {
-			return nil, err
-		}
-		if err := fsys.release(op, removed); err != nil {
-			return nil, err
-		}
-		k, lblk := i, first
+		k := i
 		for _, r := range runs {
-			if err := fsys.mapRange(in, mapping{lblk: lblk, pblk: r.Start, n: r.Len}); err != nil {
-				return nil, err
-			}
 			for b := uint64(0); b < r.Len; b++ {
 				plan[k].dst = r.Start + b
 				k++
 			}
-			lblk += r.Len
 		}
 		i = j
 	}

@@ -445,6 +445,31 @@ func (fsys *FS) allocate(in *inode, lblk, n uint64) ([]alloc.Run, error) {
 	return runs, nil
 }
 
+// remapNew gives file blocks [lblk, lblk+n) of in newly allocated blocks
+// (written, or unwritten: preallocated, reading as zeros), releasing what
+// they mapped before, and returns the new runs in file order. Space is
+// allocated first, so ENOSPC leaves the file unchanged.
+func (fsys *FS) remapNew(op *opState, in *inode, lblk, n uint64, unwritten bool) ([]alloc.Run, error) {
+	runs, err := fsys.allocate(in, lblk, n)
+	if err != nil {
+		return nil, err
+	}
+	removed, err := fsys.unmapRange(in, lblk, lblk+n)
+	if err != nil {
+		return nil, err
+	}
+	if err := fsys.release(op, removed); err != nil {
+		return nil, err
+	}
+	for _, r := range runs {
+		if err := fsys.mapRange(in, mapping{lblk: lblk, pblk: r.Start, n: r.Len, unwritten: unwritten}); err != nil {
+			return nil, err
+		}
+		lblk += r.Len
+	}
+	return runs, nil
+}
+
 // isFresh reports whether block p was allocated by the running transaction.
 func (fsys *FS) isFresh(p uint64) bool {
 	found := false

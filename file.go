@@ -406,23 +406,8 @@ func (f *File) zeroRange(off, length int64, keepSize bool) error {
 		}
 		return fsys.locked(func() error {
 			if end > first {
-				runs, err := fsys.allocate(f.in, first, end-first)
-				if err != nil {
+				if _, err := fsys.remapNew(op, f.in, first, end-first, true); err != nil {
 					return err
-				}
-				removed, err := fsys.unmapRange(f.in, first, end)
-				if err != nil {
-					return err
-				}
-				if err := fsys.release(op, removed); err != nil {
-					return err
-				}
-				lblk := first
-				for _, r := range runs {
-					if err := fsys.mapRange(f.in, mapping{lblk: lblk, pblk: r.Start, n: r.Len, unwritten: true}); err != nil {
-						return err
-					}
-					lblk += r.Len
 				}
 			}
 			size := off + length
@@ -473,16 +458,8 @@ func (f *File) allocate(off, length int64, keepSize bool) error {
 				return errNoSpace(fsys)
 			}
 			for _, h := range holes {
-				runs, err := fsys.allocate(f.in, h.lblk, h.n)
-				if err != nil {
+				if _, err := fsys.remapNew(op, f.in, h.lblk, h.n, true); err != nil {
 					return err
-				}
-				lblk := h.lblk
-				for _, r := range runs {
-					if err := fsys.mapRange(f.in, mapping{lblk: lblk, pblk: r.Start, n: r.Len, unwritten: true}); err != nil {
-						return err
-					}
-					lblk += r.Len
 				}
 			}
 			size := off + length
@@ -538,25 +515,8 @@ func (f *File) UnshareRange(off, length int64) error {
 		for _, m := range shared {
 			if m.unwritten {
 				err = fsys.locked(func() error {
-					runs, err := fsys.allocate(f.in, m.lblk, m.n)
-					if err != nil {
-						return err
-					}
-					removed, err := fsys.unmapRange(f.in, m.lblk, m.end())
-					if err != nil {
-						return err
-					}
-					if err := fsys.release(op, removed); err != nil {
-						return err
-					}
-					lblk := m.lblk
-					for _, r := range runs {
-						if err := fsys.mapRange(f.in, mapping{lblk: lblk, pblk: r.Start, n: r.Len, unwritten: true}); err != nil {
-							return err
-						}
-						lblk += r.Len
-					}
-					return nil
+					_, err := fsys.remapNew(op, f.in, m.lblk, m.n, true)
+					return err
 				})
 			} else {
 				err = fsys.copyOnWrite(op, f.in, m.lblk, m.n)
