@@ -247,6 +247,11 @@ func (s *pebbleStore) Commit(t Txn, sync bool) error {
 	}
 	b := pt.b
 	pt.b = nil
+	return s.commit(b, sync)
+}
+
+// commit commits and releases a pebble batch.
+func (s *pebbleStore) commit(b *pebble.Batch, sync bool) error {
 	wo := pebble.NoSync
 	if sync {
 		wo = pebble.Sync
@@ -291,16 +296,7 @@ func (s *pebbleStore) CommitBatch(bt Batch, sync bool) error {
 	}
 	b := pb.b
 	pb.b = nil
-	wo := pebble.NoSync
-	if sync {
-		wo = pebble.Sync
-	}
-	err := b.Commit(wo)
-	b.Close()
-	if err != nil {
-		return s.wrap("commit", err)
-	}
-	return nil
+	return s.commit(b, sync)
 }
 
 func (s *pebbleStore) Flush() error {
