@@ -19,52 +19,147 @@ import (
 
 var zeroBlock [BlockSize]byte
 
-// expectedCRC returns the checksum recorded for physical block p.
-func (fsys *FS) expectedCRC(p uint64) (uint32, bool, error) {
+// expectedCRCs returns the checksums recorded for physical blocks
+// [first, first+n): recorded ones from the write-backs not yet committed,
+// the rest from the committed checksum groups (one lookup per group).
+func (fsys *FS) expectedCRCs(first uint64, n int) ([]uint32, []bool, error) {
+	crcs, ok := make([]uint32, n), make([]bool, n)
 	fsys.crcMu.Lock()
-	c, ok := fsys.pendingCRC[p]
+	if len(fsys.pendingCRC) > 0 {
+		for i := range crcs {
+			crcs[i], ok[i] = fsys.pendingCRC[first+uint64(i)]
+		}
+	}
 	fsys.crcMu.Unlock()
-	if ok {
-		return c, true, nil
+	var group meta.ChecksumGroup
+	loaded := ^uint64(0)
+	for i := range crcs {
+		if ok[i] {
+			continue
+		}
+		b := first + uint64(i)
+		g := b / meta.GroupBlocks
+		if g != loaded {
+			k := meta.ChecksumKey(g)
+			v, err := fsys.store.Get(k)
+			switch {
+			case errors.Is(err, kv.ErrNotFound):
+				group = meta.ChecksumGroup{}
+			case err != nil:
+				return nil, nil, err
+			default:
+				if group, err = meta.DecodeChecksumGroup(k, v); err != nil {
+					return nil, nil, err
+				}
+			}
+			loaded = g
+		}
+		slot := b % meta.GroupBlocks
+		crcs[i], ok[i] = group.CRC[slot], group.Present&(1<<slot) != 0
 	}
-	k := meta.ChecksumKey(p)
-	v, err := fsys.store.Get(k)
-	if errors.Is(err, kv.ErrNotFound) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, err
-	}
-	c, err = meta.DecodeU32(k, v)
-	return c, err == nil, err
+	return crcs, ok, nil
 }
 
-// verify checks a block read from the device against its checksum.
-func (fsys *FS) verify(ino, p uint64, data []byte) error {
-	want, ok, err := fsys.expectedCRC(p)
-	if err != nil {
-		fsys.checksumErrors.Add(1)
-		fsys.log.Error("checksum record unreadable", "inode", ino, "block", p, "err", err)
-		return fmt.Errorf("checksum record of block %d: %v: %w", p, err, syscall.EIO)
+// commitChecksums writes the checksums of written-back blocks into their
+// group records, merging with the committed ones, in batch b.
+func (fsys *FS) commitChecksums(b kv.Batch, pending map[uint64]uint32) error {
+	groups := map[uint64]*meta.ChecksumGroup{}
+	for blk, c := range pending {
+		g := blk / meta.GroupBlocks
+		grp := groups[g]
+		if grp == nil {
+			grp = &meta.ChecksumGroup{}
+			groups[g] = grp
+		}
+		slot := blk % meta.GroupBlocks
+		grp.Present |= 1 << slot
+		grp.CRC[slot] = c
 	}
-	if !ok {
-		fsys.checksumErrors.Add(1)
-		fsys.log.Error("data block has no checksum", "inode", ino, "block", p)
-		return fmt.Errorf("block %d has no checksum: %w", p, syscall.EIO)
-	}
-	if got := meta.Checksum(data); got != want {
-		fsys.checksumErrors.Add(1)
-		fsys.log.Error("data checksum mismatch", "inode", ino, "block", p, "want", want, "got", got)
-		return fmt.Errorf("block %d fails its checksum: %w", p, syscall.EIO)
+	for g, grp := range groups {
+		k := meta.ChecksumKey(g)
+		if grp.Present != ^uint64(0) { // keep the group's other checksums
+			v, err := fsys.store.Get(k)
+			if err == nil {
+				old, err := meta.DecodeChecksumGroup(k, v)
+				if err != nil {
+					return err
+				}
+				for slot := uint64(0); slot < meta.GroupBlocks; slot++ {
+					if grp.Present&(1<<slot) == 0 && old.Present&(1<<slot) != 0 {
+						grp.Present |= 1 << slot
+						grp.CRC[slot] = old.CRC[slot]
+					}
+				}
+			} else if !errors.Is(err, kv.ErrNotFound) {
+				return err
+			}
+		}
+		if err := b.Set(k, grp.Encode(k)); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// verify checks blocks read from the device against their checksums and
+// returns, per block, nil or an EIO error (counted and logged).
+func (fsys *FS) verify(ino, first uint64, data [][]byte) []error {
+	errs := make([]error, len(data))
+	want, ok, err := fsys.expectedCRCs(first, len(data))
+	for i, d := range data {
+		p := first + uint64(i)
+		switch {
+		case err != nil:
+			errs[i] = fmt.Errorf("checksum record of block %d: %v: %w", p, err, syscall.EIO)
+		case !ok[i]:
+			errs[i] = fmt.Errorf("block %d has no checksum: %w", p, syscall.EIO)
+		default:
+			if got := meta.Checksum(d); got != want[i] {
+				errs[i] = fmt.Errorf("block %d fails its checksum (stored %08x, computed %08x): %w", p, want[i], got, syscall.EIO)
+			}
+		}
+		if errs[i] != nil {
+			fsys.checksumErrors.Add(1)
+			fsys.log.Error("data block unreadable", "inode", ino, "block", p, "err", errs[i])
+		}
+	}
+	return errs
 }
 
 // missBatch is how many missing blocks one device read may fill: large
 // enough for sequential reads to reach the device in big requests, small
 // enough that concurrent readers cannot pin the whole cache.
 func (fsys *FS) missBatch() int {
-	return max(1, min(32, int(fsys.cache.Stats().Frames/64)))
+	return max(1, min(256, int(fsys.cache.Stats().Frames/64)))
+}
+
+// parallelReadBlocks is the size of the pieces a large device read is split
+// into, read concurrently: the device serves several requests at once much
+// faster than one after another.
+const parallelReadBlocks = 64
+
+// readDevice reads consecutive blocks from first into bufs.
+func (fsys *FS) readDevice(bufs [][]byte, first uint64) error {
+	if len(bufs) <= parallelReadBlocks {
+		if err := fsys.dev.ReadBlocks(bufs, int64(first)*BlockSize); err != nil {
+			return fmt.Errorf("reading block %d: %v: %w", first, err, syscall.EIO)
+		}
+		return nil
+	}
+	errs := make(chan error, (len(bufs)+parallelReadBlocks-1)/parallelReadBlocks)
+	n := 0
+	for i := 0; i < len(bufs); i += parallelReadBlocks {
+		part := bufs[i:min(i+parallelReadBlocks, len(bufs))]
+		n++
+		go func(part [][]byte, at uint64) { errs <- fsys.readDevice(part, at) }(part, first+uint64(i))
+	}
+	var first_ error
+	for ; n > 0; n-- {
+		if err := <-errs; err != nil && first_ == nil {
+			first_ = err
+		}
+	}
+	return first_
 }
 
 // visitRun calls fn, in order, with the contents of physical blocks
@@ -82,15 +177,16 @@ func (fsys *FS) visitRun(ino, p uint64, n int, fn func(i int, data []byte)) erro
 		for i, f := range missing {
 			bufs[i] = f.Data()
 		}
-		err := fsys.dev.ReadBlocks(bufs, int64(missing[0].Block())*BlockSize)
-		if err != nil {
-			err = fmt.Errorf("reading block %d: %v: %w", missing[0].Block(), err, syscall.EIO)
+		err := fsys.readDevice(bufs, missing[0].Block())
+		var verr []error
+		if err == nil {
+			verr = fsys.verify(ino, missing[0].Block(), bufs)
 		}
 		var firstErr error
 		for i, f := range missing {
 			e := err
 			if e == nil {
-				e = fsys.verify(ino, f.Block(), f.Data())
+				e = verr[i]
 			}
 			if e != nil {
 				fsys.cache.Loaded(f, e)
@@ -364,10 +460,8 @@ func (fsys *FS) fillBlock(in *inode, w blockWrite, full bool, put func(uint64, [
 		// The resident frame is the block's current contents.
 	case w.inPlace:
 		// Current contents are on the device only.
-		if err := fsys.dev.ReadBlocks([][]byte{data}, int64(w.src)*BlockSize); err != nil {
-			fillErr = fmt.Errorf("reading block %d: %v: %w", w.src, err, syscall.EIO)
-		} else {
-			fillErr = fsys.verify(in.ino, w.src, data)
+		if fillErr = fsys.readDevice([][]byte{data}, w.src); fillErr == nil {
+			fillErr = fsys.verify(in.ino, w.src, [][]byte{data})[0]
 		}
 	default:
 		fillErr = fsys.visitRun(in.ino, w.src, 1, func(_ int, src []byte) { copy(data, src) })

@@ -480,11 +480,8 @@ func (fsys *FS) commit() error {
 	// durable with everything else (commits are durable in order).
 	if len(pending) > 0 {
 		cb := fsys.store.NewBatch()
-		for b, c := range pending {
-			k := meta.ChecksumKey(b)
-			if err := cb.Set(k, meta.EncodeU32(k, c)); err != nil {
-				return err
-			}
+		if err := fsys.commitChecksums(cb, pending); err != nil {
+			return fmt.Errorf("checksum records: %w", err)
 		}
 		if err := fsys.store.CommitBatch(cb, false); err != nil {
 			return fmt.Errorf("committing checksums: %w", err)

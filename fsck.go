@@ -437,18 +437,23 @@ func (s *fsckState) scanExtents() error {
 
 func (s *fsckState) scanChecksums() error {
 	return s.scan(meta.PrefixChecksum, func(k, v []byte) {
-		b, err := meta.ParseKey1(meta.PrefixChecksum, k)
+		g, err := meta.ParseKey1(meta.PrefixChecksum, k)
 		if err != nil {
 			s.problem("bad checksum key %x", k)
 			s.dropKey(k)
 			return
 		}
-		if _, err := meta.DecodeU32(k, v); err != nil {
-			s.problem("checksum of block %d: %v", b, err)
+		grp, err := meta.DecodeChecksumGroup(k, v)
+		if err != nil {
+			s.problem("checksums of blocks %d+%d: %v", g*meta.GroupBlocks, meta.GroupBlocks, err)
 			s.dropKey(k)
 			return
 		}
-		s.checksums[b] = true
+		for slot := uint64(0); slot < meta.GroupBlocks; slot++ {
+			if grp.Present&(1<<slot) != 0 {
+				s.checksums[g*meta.GroupBlocks+slot] = true
+			}
+		}
 	})
 }
 

@@ -21,15 +21,15 @@ import (
 
 // Config selects the sizes measured.
 type Config struct {
-	Dir          string  // scratch directory for images (removed afterwards)
-	Sizes        []int64 // contiguous file sizes for clone timing
-	FragSize     int64   // size of the fragmented file
-	FragExtents  int     // random 4 KiB writes into it (extent count ~ this)
-	Clones       []int   // N for the memory table
-	CloneSize    int64   // file size for the memory table
-	Runs         int     // repetitions per figure (median reported)
-	CacheSize    int64
-	Out          io.Writer
+	Dir         string  // scratch directory for images (removed afterwards)
+	Sizes       []int64 // contiguous file sizes for clone timing
+	FragSize    int64   // size of the fragmented file
+	FragExtents int     // random 4 KiB writes into it (extent count ~ this)
+	Clones      []int   // N for the memory table
+	CloneSize   int64   // file size for the memory table
+	Runs        int     // repetitions per figure (median reported)
+	CacheSize   int64
+	Out         io.Writer
 }
 
 // Quick is a configuration that runs in well under a minute.

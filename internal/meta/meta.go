@@ -14,8 +14,8 @@
 //	'R' pblk                    reference count of a physical run whose count is >= 2
 //	                            (a mapped block without a record has count 1)
 //	'F' pblk                    free physical run
-//	'C' pblk                    CRC32C of the data of one written physical block
-//	                            (may outlive the block's free; rewritten before reuse)
+//	'C' pblk/64                 CRC32C of the data of written blocks, 64 per record
+//	                            (may outlive a block's free; rewritten before reuse)
 //	'X' ino name                extended attribute
 //	'L' ino                     symlink target
 //	'O' ino                     orphan: unlinked inode still open, freed at close or next open
@@ -91,10 +91,12 @@ func DirentKey(parent uint64, name string) []byte { return keyName(PrefixDirent,
 func ExtentKey(ino, lblk uint64) []byte           { return key2(PrefixExtent, ino, lblk) }
 func RefcountKey(pblk uint64) []byte              { return key1(PrefixRefcount, pblk) }
 func FreeKey(pblk uint64) []byte                  { return key1(PrefixFree, pblk) }
-func ChecksumKey(pblk uint64) []byte              { return key1(PrefixChecksum, pblk) }
-func XattrKey(ino uint64, name string) []byte     { return keyName(PrefixXattr, ino, name) }
-func SymlinkKey(ino uint64) []byte                { return key1(PrefixSymlink, ino) }
-func OrphanKey(ino uint64) []byte                 { return key1(PrefixOrphan, ino) }
+
+// ChecksumKey is the key of checksum group g (blocks g*GroupBlocks...).
+func ChecksumKey(g uint64) []byte             { return key1(PrefixChecksum, g) }
+func XattrKey(ino uint64, name string) []byte { return keyName(PrefixXattr, ino, name) }
+func SymlinkKey(ino uint64) []byte            { return key1(PrefixSymlink, ino) }
+func OrphanKey(ino uint64) []byte             { return key1(PrefixOrphan, ino) }
 
 // PrefixEnd returns the smallest key greater than every key starting with p.
 func PrefixEnd(p []byte) []byte {

@@ -98,6 +98,10 @@ func FuzzDecodeRecords(f *testing.F) {
 	dk := DirentKey(1, "x")
 	d := Dirent{Ino: 2, Type: 0o100000}
 	f.Add(dk, d.Encode(dk))
+	ck := ChecksumKey(3)
+	cg := ChecksumGroup{Present: 5}
+	cg.CRC[0], cg.CRC[2] = 7, 9
+	f.Add(ck, cg.Encode(ck))
 	f.Fuzz(func(t *testing.T, key, val []byte) {
 		if e, err := DecodeExtent(key, val); err == nil && !bytes.Equal(e.Encode(key), val) {
 			t.Fatal("extent does not re-encode")
@@ -110,6 +114,9 @@ func FuzzDecodeRecords(f *testing.F) {
 		}
 		if v, err := DecodeU32(key, val); err == nil && !bytes.Equal(EncodeU32(key, v), val) {
 			t.Fatal("u32 does not re-encode")
+		}
+		if g, err := DecodeChecksumGroup(key, val); err == nil && !bytes.Equal(g.Encode(key), val) {
+			t.Fatal("checksum group does not re-encode")
 		}
 		if b, err := DecodeBytes(key, val); err == nil && !bytes.Equal(EncodeBytes(key, b), val) {
 			t.Fatal("bytes do not re-encode")

@@ -185,7 +185,40 @@ func DecodeRun(key, val []byte) (Run, error) {
 	return r, nil
 }
 
-// EncodeU32 / DecodeU32 encode a data block checksum record.
+// ChecksumGroup holds the CRC32C of up to GroupBlocks consecutive physical
+// blocks: those of group g are blocks [g*GroupBlocks, (g+1)*GroupBlocks).
+// Present has bit i set when block g*GroupBlocks+i has a checksum.
+type ChecksumGroup struct {
+	Present uint64
+	CRC     [GroupBlocks]uint32
+}
+
+// GroupBlocks is the number of blocks per checksum record.
+const GroupBlocks = 64
+
+func (g *ChecksumGroup) Encode(key []byte) []byte {
+	b := make([]byte, 0, 8+4*GroupBlocks+4)
+	b = binary.BigEndian.AppendUint64(b, g.Present)
+	for _, c := range g.CRC {
+		b = binary.BigEndian.AppendUint32(b, c)
+	}
+	return seal(key, b)
+}
+
+func DecodeChecksumGroup(key, val []byte) (ChecksumGroup, error) {
+	p, err := open(key, val)
+	if err != nil {
+		return ChecksumGroup{}, err
+	}
+	r := reader{b: p}
+	g := ChecksumGroup{Present: r.u64()}
+	for i := range g.CRC {
+		g.CRC[i] = r.u32()
+	}
+	return g, r.done(key, "checksum group")
+}
+
+// EncodeU32 / DecodeU32 encode a single u32 value.
 func EncodeU32(key []byte, v uint32) []byte {
 	return seal(key, binary.BigEndian.AppendUint32(nil, v))
 }
