@@ -2,6 +2,7 @@ package crashtest
 
 import (
 	"flag"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ var (
 	crashPoints = flag.Int("crash.points", 300, "crash points to check across all workloads; 0 checks every instant of every workload")
 	crashSeed   = flag.Uint64("crash.seed", 1, "seed of the workloads and of the crash points chosen")
 	crashMax    = flag.Int("crash.failures", 3, "failing points reported per workload before it stops")
+	crashSeeds  = flag.Int("crash.seeds", 1, "how many seeds (crash.seed, crash.seed+1, ...) each workload runs with")
 )
 
 // TestCrashReplay records every workload and checks its crash points.
@@ -22,16 +24,21 @@ func TestCrashReplay(t *testing.T) {
 	}
 	var total int
 	start := time.Now()
-	for _, wl := range Workloads {
-		t.Run(wl.Name, func(t *testing.T) {
-			rec, err := Record(wl.Name, Config{Seed: *crashSeed, TempDir: t.TempDir()}, wl.Run)
+	for i := range *crashSeeds * len(Workloads) {
+		wl, seed := Workloads[i%len(Workloads)], *crashSeed+uint64(i/len(Workloads))
+		name := wl.Name
+		if *crashSeeds > 1 {
+			name += fmt.Sprintf("/seed=%d", seed)
+		}
+		t.Run(name, func(t *testing.T) {
+			rec, err := Record(wl.Name, Config{Seed: seed, TempDir: t.TempDir()}, wl.Run)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if rec.Commits() == 0 {
 				t.Fatal("the workload made no commit")
 			}
-			rng := rand.New(rand.NewPCG(*crashSeed, 7))
+			rng := rand.New(rand.NewPCG(seed, 7))
 			pts := rec.Points(perWorkload, rng)
 			failures := 0
 			for _, p := range pts {

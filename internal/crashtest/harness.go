@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -253,10 +254,13 @@ func unflushedBefore(ops []device.Op, n int) bool {
 }
 
 // AllPoints is every crash instant of the recording: each device-log prefix
-// with the earliest and the latest consistent metadata state, a random
-// subset of the unflushed writes where there are any, and a process kill.
-func (r *Recording) AllPoints(rng *rand.Rand) []Point {
+// with every distinct power-cut state of the metadata consistent with it
+// (the earliest, the latest and the one right after each sync between
+// them), subsets random subsets of the unflushed writes where there are
+// any, and a process kill.
+func (r *Recording) AllPoints(rng *rand.Rand, subsets int) []Point {
 	tags := r.meta.Tags()
+	syncs := r.meta.syncIndexes()
 	ops := r.dev.Ops()
 	var pts []Point
 	for n := r.startOps; n <= len(ops); n++ {
@@ -265,11 +269,19 @@ func (r *Recording) AllPoints(rng *rand.Rand) []Point {
 		if lo != hi {
 			pts = append(pts, Point{Ops: n, Events: lo, PowerCut: true})
 		}
+		for _, s := range syncs {
+			if s >= lo && s+1 < hi {
+				pts = append(pts, Point{Ops: n, Events: s + 1, PowerCut: true})
+			}
+		}
 		if unflushedBefore(ops, n) {
-			pts = append(pts, Point{Ops: n, Events: hi, PowerCut: true, KeepSeed: rng.Uint64() | 1})
+			for range subsets {
+				pts = append(pts, Point{Ops: n, Events: hi, PowerCut: true, KeepSeed: rng.Uint64() | 1})
+			}
 		}
 		pts = append(pts, Point{Ops: n, Events: hi})
 	}
+	pts = dedupPoints(pts)
 	for i := range pts {
 		pts[i].Reuse = i%4 == 0
 	}
@@ -282,7 +294,7 @@ func (r *Recording) AllPoints(rng *rand.Rand) []Point {
 // then random ones. A budget <= 0 means every instant (AllPoints).
 func (r *Recording) Points(budget int, rng *rand.Rand) []Point {
 	if budget <= 0 {
-		return r.AllPoints(rng)
+		return r.AllPoints(rng, 2)
 	}
 	tags := r.meta.Tags()
 	ops := r.dev.Ops()
@@ -529,10 +541,41 @@ func (r *Recording) replayDir() (string, error) {
 }
 
 // ReadState reads every directory and regular file of fsys into a Snapshot
-// (file IDs unknown), with the problems met (unreadable files).
+// (file IDs unknown), with the problems met (unreadable files, other file
+// types).
 func ReadState(fsys *reflinkfs.FS) (Snapshot, []string) {
 	s := Snapshot{Files: map[string]FileState{}, Dirs: map[string]bool{}}
 	var problems []string
+	walkImage(fsys, func(e walkEntry) {
+		switch {
+		case e.err != nil:
+			problems = append(problems, fmt.Sprintf("%s: %v", e.path, e.err))
+			if e.mode.IsRegular() {
+				s.Files[e.path] = FileState{ID: -1, Data: e.data}
+			}
+		case e.mode.IsDir():
+			s.Dirs[e.path] = true
+		case e.mode.IsRegular():
+			s.Files[e.path] = FileState{ID: -1, Data: e.data}
+		default:
+			problems = append(problems, fmt.Sprintf("%s: unexpected file type %v", e.path, e.mode.Type()))
+		}
+	})
+	return s, problems
+}
+
+// walkEntry is one entry met by walkImage: data is a regular file's
+// contents or a symlink's target; err the error reading it (or reading a
+// directory, for which data is nil).
+type walkEntry struct {
+	path string
+	mode fs.FileMode
+	data []byte
+	err  error
+}
+
+// walkImage visits every entry below the root, depth first, in name order.
+func walkImage(fsys *reflinkfs.FS, fn func(walkEntry)) {
 	var walk func(dir string)
 	walk = func(dir string) {
 		name := dir
@@ -541,7 +584,7 @@ func ReadState(fsys *reflinkfs.FS) (Snapshot, []string) {
 		}
 		ents, err := fsys.ReadDir(name)
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("readdir %s: %v", name, err))
+			fn(walkEntry{path: name, mode: fs.ModeDir, err: fmt.Errorf("readdir: %w", err)})
 			return
 		}
 		for _, e := range ents {
@@ -549,23 +592,23 @@ func ReadState(fsys *reflinkfs.FS) (Snapshot, []string) {
 			if dir != "" {
 				p = dir + "/" + p
 			}
+			ent := walkEntry{path: p, mode: e.Type()}
 			switch {
 			case e.IsDir():
-				s.Dirs[p] = true
+				fn(ent)
 				walk(p)
+				continue
 			case e.Type().IsRegular():
-				data, err := readFile(fsys, p)
-				if err != nil {
-					problems = append(problems, fmt.Sprintf("reading %s: %v", p, err))
-				}
-				s.Files[p] = FileState{ID: -1, Data: data}
-			default:
-				problems = append(problems, fmt.Sprintf("%s: unexpected file type %v", p, e.Type()))
+				ent.data, ent.err = readFile(fsys, p)
+			case e.Type()&fs.ModeSymlink != 0:
+				var target string
+				target, ent.err = fsys.Readlink(p)
+				ent.data = []byte(target)
 			}
+			fn(ent)
 		}
 	}
 	walk("")
-	return s, problems
 }
 
 func readFile(fsys *reflinkfs.FS, path string) ([]byte, error) {

@@ -115,6 +115,19 @@ func (m *MetaFS) LastSync(suffix string) int {
 	return -1
 }
 
+// syncIndexes returns the indexes of every sync event.
+func (m *MetaFS) syncIndexes() []int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []int
+	for i, e := range m.events {
+		if e.kind == evSync {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
 // FirstWrite returns the index of the first write in events [from, to) to a
 // file whose name ends in suffix, or -1.
 func (m *MetaFS) FirstWrite(suffix string, from, to int) int {

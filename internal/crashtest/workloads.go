@@ -32,12 +32,12 @@ var Workloads = []Workload{
 // sequentialWrites appends to two files, fsyncing one or the other.
 func sequentialWrites(w *W) {
 	a, b := w.Create("a"), w.Create("b")
-	for i := range 24 {
+	for i := range 40 {
 		f := a
 		if i%3 == 2 {
 			f = b
 		}
-		f.Write(f.Size(), 1000+w.Rand().IntN(20000))
+		f.Write(f.Size(), 1000+w.Rand().IntN(40000))
 		if i%4 == 3 {
 			f.Sync()
 		}
@@ -53,7 +53,7 @@ func randomWrites(w *W) {
 	files := []*File{w.Create("r0"), w.Create("r1"), w.Create("r2")}
 	for i := range 60 {
 		f := files[w.Rand().IntN(len(files))]
-		off := w.Rand().Int64N(256 * kib)
+		off := w.Rand().Int64N(512 * kib)
 		f.Write(off, 1+w.Rand().IntN(20000))
 		if i%6 == 5 {
 			files[w.Rand().IntN(len(files))].Sync()
