@@ -1,0 +1,45 @@
+package crashtest
+
+import (
+	"context"
+	"flag"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+var fuzzTime = flag.Duration("crash.fuzztime", 3*time.Second, "how long TestFuzzDecoders runs each decoder's fuzz target")
+
+// Every on-disk decoder's fuzz target runs briefly (go test -fuzz), beyond
+// replaying its committed corpus, which plain `go test` of its package
+// does. A crash leaves the failing input in that package's testdata.
+func TestFuzzDecoders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the go tool")
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go tool not found")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ pkg, target string }{
+		{"./internal/meta", "FuzzDecodeSuper"},
+		{"./internal/meta", "FuzzDecodeInode"},
+		{"./internal/meta", "FuzzDecodeRecords"},
+		{"./internal/fusefs", "FuzzParseACL"},
+	} {
+		t.Run(c.target, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, goTool, "test", "-run", "^$", "-fuzz", "^"+c.target+"$", "-fuzztime", fuzzTime.String(), c.pkg)
+			cmd.Dir = root
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("go test -fuzz %s %s: %v\n%s", c.target, c.pkg, err, out)
+			}
+		})
+	}
+}
