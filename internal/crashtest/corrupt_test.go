@@ -8,7 +8,6 @@ package crashtest
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -270,24 +269,4 @@ func TestDataFileTruncation(t *testing.T) {
 			})
 		})
 	}
-}
-
-// runChild runs this test binary's TestCorruptionChild on dir in a child
-// process (so a panic in any goroutine, or a hang, is contained and seen)
-// and returns its report.
-func runChild(t *testing.T, dir string) (childReport, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := execCommand(ctx, os.Args[0], "-test.run=^TestCorruptionChild$", "-test.v")
-	cmd.Env = append(os.Environ(), childEnv+"="+dir)
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		t.Fatalf("child did not finish within 60s (hang); output:\n%s", out)
-	}
-	rep, ok := parseChild(out)
-	if err != nil || !ok {
-		return rep, fmt.Sprintf("child failed (%v):\n%s", err, out)
-	}
-	return rep, ""
 }

@@ -575,7 +575,10 @@ type walkEntry struct {
 }
 
 // walkImage visits every entry below the root, depth first, in name order.
+// A directory met again below itself (a cycle) is reported as an error and
+// not entered.
 func walkImage(fsys *reflinkfs.FS, fn func(walkEntry)) {
+	onPath := map[uint64]bool{reflinkfs.RootIno: true}
 	var walk func(dir string)
 	walk = func(dir string) {
 		name := dir
@@ -595,8 +598,22 @@ func walkImage(fsys *reflinkfs.FS, fn func(walkEntry)) {
 			ent := walkEntry{path: p, mode: e.Type()}
 			switch {
 			case e.IsDir():
+				info, err := e.Info()
+				if err != nil {
+					ent.err = err
+					fn(ent)
+					continue
+				}
+				ino := info.Sys().(*reflinkfs.Attr).Ino
+				if onPath[ino] {
+					ent.err = fmt.Errorf("directory cycle: inode %d is its own ancestor, and the engine showed it without an error", ino)
+					fn(ent)
+					continue
+				}
 				fn(ent)
+				onPath[ino] = true
 				walk(p)
+				delete(onPath, ino)
 				continue
 			case e.Type().IsRegular():
 				ent.data, ent.err = readFile(fsys, p)

@@ -321,9 +321,11 @@ func TestKillDaemonWhileWriting(t *testing.T) {
 		if t.Failed() {
 			t.Fatalf("round %d: the image does not hold the fsync'd data", round)
 		}
-		done := make(chan error, 1)
-		go func() { done <- state.write(mp, rng, round) }()
+		// The writer has its own random source: rng stays with this goroutine.
 		delay := time.Duration(50+rng.IntN(700)) * time.Millisecond
+		writerRng := rand.New(rand.NewPCG(rng.Uint64(), uint64(round)))
+		done := make(chan error, 1)
+		go func() { done <- state.write(mp, writerRng, round) }()
 		select {
 		case err := <-done:
 			t.Fatalf("round %d: the writer stopped before the kill: %v", round, err)

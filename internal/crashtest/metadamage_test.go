@@ -9,6 +9,7 @@ package crashtest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -26,7 +27,9 @@ import (
 	"github.com/reflinkfs/reflinkfs/internal/meta"
 )
 
-const childEnv = "CRASHTEST_CORRUPTION_CHILD_IMAGE"
+// childEnv names a file listing, one per line, the images a child process
+// inspects.
+const childEnv = "CRASHTEST_CORRUPTION_CHILD_LIST"
 
 var execCommand = exec.CommandContext
 
@@ -44,18 +47,88 @@ type childReport struct {
 	MountProblems  []string
 }
 
-const childMarker = "CHILD-REPORT: "
+const (
+	childBegin  = "CHILD-BEGIN "
+	childMarker = "CHILD-REPORT "
+)
 
-func parseChild(out []byte) (childReport, bool) {
-	var rep childReport
+// parseChild reads a child's output: the reports by index, and the index
+// of an image it began and did not finish (-1 if none).
+func parseChild(out []byte) (map[int]childReport, int) {
+	reports := map[int]childReport{}
+	begun := -1
 	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
-		if line, ok := strings.CutPrefix(sc.Text(), childMarker); ok {
-			return rep, json.Unmarshal([]byte(line), &rep) == nil
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, childBegin); ok {
+			fmt.Sscan(rest, &begun)
+		}
+		if rest, ok := strings.CutPrefix(line, childMarker); ok {
+			var i int
+			var rep childReport
+			idx, js, _ := strings.Cut(rest, " ")
+			if _, err := fmt.Sscan(idx, &i); err == nil && json.Unmarshal([]byte(js), &rep) == nil {
+				reports[i] = rep
+				if i == begun {
+					begun = -1
+				}
+			}
 		}
 	}
-	return rep, false
+	return reports, begun
+}
+
+// inspectInChildren inspects each image in a child process running this
+// test binary's TestCorruptionChild, several images per process, so that a
+// panic on any goroutine or a hang is caught and blamed on the image being
+// inspected, and the others still get inspected (in a new child). It
+// returns, per image, the report or the failure.
+func inspectInChildren(t *testing.T, dirs []string) ([]childReport, []string) {
+	t.Helper()
+	reports := make([]childReport, len(dirs))
+	failures := make([]string, len(dirs))
+	pending := make([]int, len(dirs))
+	for i := range pending {
+		pending[i] = i
+	}
+	for len(pending) > 0 {
+		list := filepath.Join(t.TempDir(), "images")
+		var lines []string
+		for _, i := range pending {
+			lines = append(lines, dirs[i])
+		}
+		if err := os.WriteFile(list, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second+time.Duration(len(pending))*5*time.Second)
+		cmd := execCommand(ctx, os.Args[0], "-test.run=^TestCorruptionChild$", "-test.v")
+		cmd.Env = append(os.Environ(), childEnv+"="+list)
+		out, err := cmd.CombinedOutput()
+		hung := ctx.Err() != nil
+		cancel()
+		got, begun := parseChild(out)
+		if begun < 0 && len(got) < len(pending) {
+			begun = len(got) // died between images, or before the first
+		}
+		var next []int
+		for j, i := range pending {
+			switch rep, ok := got[j]; {
+			case ok:
+				reports[i] = rep
+			case j == begun:
+				what := "the child process died"
+				if hung {
+					what = "the child process hung (killed at its deadline)"
+				}
+				failures[i] = fmt.Sprintf("%s while inspecting this image (%v); output tail:\n%s", what, err, out[max(0, len(out)-4000):])
+			default:
+				next = append(next, i)
+			}
+		}
+		pending = next
+	}
+	return reports, failures
 }
 
 // summarize replaces file contents in entries by a hash (reports stay small).
@@ -102,17 +175,45 @@ func inspect(dir string) childReport {
 	return rep
 }
 
-// TestCorruptionChild is the child process of the store-file tests.
+// panicImage makes the child panic (to test that a panic is contained).
+const panicImage = "/nonexistent/crashtest-panic-here"
+
+// A panic in the child, on any goroutine, is blamed on the image being
+// inspected, and the images after it are still inspected.
+func TestChildPanicIsContained(t *testing.T) {
+	img := sharedImage(t)
+	dirs := []string{img.copyTo(t), panicImage, img.copyTo(t)}
+	reports, failures := inspectInChildren(t, dirs)
+	if failures[0] != "" || failures[2] != "" || reports[0].Entries == nil || reports[2].Entries == nil {
+		t.Errorf("the images around the panicking one were not inspected: %q", failures)
+	}
+	if !strings.Contains(failures[1], "deliberate panic") {
+		t.Errorf("the panic is not reported for its image: %q", failures[1])
+	}
+}
+
+// TestCorruptionChild is the child process of inspectInChildren.
 func TestCorruptionChild(t *testing.T) {
-	dir := os.Getenv(childEnv)
-	if dir == "" {
+	list := os.Getenv(childEnv)
+	if list == "" {
 		t.Skip("helper process of the corruption tests")
 	}
-	b, err := json.Marshal(inspect(dir))
+	b, err := os.ReadFile(list)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Printf("\n%s%s\n", childMarker, b)
+	for i, dir := range strings.Split(string(b), "\n") {
+		fmt.Printf("\n%s%d\n", childBegin, i)
+		if dir == panicImage {
+			go panic("deliberate panic on another goroutine (TestChildPanicIsContained)")
+			time.Sleep(time.Minute)
+		}
+		js, err := json.Marshal(inspect(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Printf("\n%s%d %s\n", childMarker, i, js)
+	}
 }
 
 // judge applies the bad-input contract to what inspect found: a refusal is
@@ -254,43 +355,45 @@ func damageFile(path, kind string, rng *rand.Rand) error {
 var damageKinds = []string{"flip-1", "flip-16", "zero-4k", "truncate-half", "truncate-last-byte", "empty", "delete", "garbage-tail"}
 
 // Pebble's files damaged on disk: every file of the store with every kind
-// of damage, each inspected in a child process.
+// of damage, inspected in child processes.
 func TestMetadataStoreFileDamage(t *testing.T) {
-	if testing.Short() {
-		t.Skip("spawns a process per damage")
-	}
 	img := sharedImage(t)
 	names, err := os.ReadDir(filepath.Join(img.dir, "meta"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(5, 5))
-	var silent []string
+	var descs, dirs []string
 	for _, n := range names {
 		if n.Name() == "LOCK" {
 			continue
 		}
 		for _, kind := range damageKinds {
-			desc := fmt.Sprintf("meta/%s %s", n.Name(), kind)
-			t.Run(strings.ReplaceAll(desc, "/", "_"), func(t *testing.T) {
-				dir := img.copyTo(t)
-				if err := damageFile(filepath.Join(dir, "meta", n.Name()), kind, rng); err != nil {
-					t.Fatal(err)
-				}
-				rep, failure := runChild(t, dir)
-				if failure != "" {
-					t.Fatalf("%s: %s", desc, failure)
-				}
-				v, s := judge(img, rep)
-				for _, x := range v {
-					t.Errorf("%s: %s", desc, x)
-				}
-				if s != "" {
-					silent = append(silent, desc+": "+s)
-				}
-				t.Logf("open: %q; fsck open: %q, fsck problems %d, mount fsck problems %d", rep.OpenErr, rep.FsckOpenErr, len(rep.FsckProblems), len(rep.MountProblems))
-			})
+			dir := img.copyTo(t)
+			if err := damageFile(filepath.Join(dir, "meta", n.Name()), kind, rng); err != nil {
+				t.Fatal(err)
+			}
+			descs = append(descs, fmt.Sprintf("meta/%s %s", n.Name(), kind))
+			dirs = append(dirs, dir)
 		}
+	}
+	reports, failures := inspectInChildren(t, dirs)
+	var silent []string
+	for i, desc := range descs {
+		t.Run(strings.ReplaceAll(desc, "/", "_"), func(t *testing.T) {
+			if failures[i] != "" {
+				t.Fatalf("%s: %s", desc, failures[i])
+			}
+			rep := reports[i]
+			v, s := judge(img, rep)
+			for _, x := range v {
+				t.Errorf("%s: %s", desc, x)
+			}
+			if s != "" {
+				silent = append(silent, desc+": "+s)
+			}
+			t.Logf("open: %q; fsck open: %q, fsck problems %d, mount fsck problems %d", rep.OpenErr, rep.FsckOpenErr, len(rep.FsckProblems), len(rep.MountProblems))
+		})
 	}
 	if len(silent) > 0 {
 		t.Errorf("damage that went unnoticed and changed the committed state (silent data loss):\n\t%s", strings.Join(silent, "\n\t"))
@@ -309,25 +412,29 @@ func TestMetadataStoreDamage(t *testing.T) {
 		{"every-manifest-deleted", func(n string) bool { return strings.HasPrefix(n, "MANIFEST") }},
 		{"store-emptied", func(n string) bool { return true }},
 	}
+	var dirs []string
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			dir := img.copyTo(t)
-			names, err := os.ReadDir(filepath.Join(dir, "meta"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, n := range names {
-				if c.remove(n.Name()) {
-					if err := os.Remove(filepath.Join(dir, "meta", n.Name())); err != nil {
-						t.Fatal(err)
-					}
+		dir := img.copyTo(t)
+		names, err := os.ReadDir(filepath.Join(dir, "meta"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			if c.remove(n.Name()) {
+				if err := os.Remove(filepath.Join(dir, "meta", n.Name())); err != nil {
+					t.Fatal(err)
 				}
 			}
-			rep, failure := runChild(t, dir)
-			if failure != "" {
-				t.Fatal(failure)
+		}
+		dirs = append(dirs, dir)
+	}
+	reports, failures := inspectInChildren(t, dirs)
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if failures[i] != "" {
+				t.Fatal(failures[i])
 			}
-			v, s := judge(img, rep)
+			v, s := judge(img, reports[i])
 			for _, x := range v {
 				t.Error(x)
 			}
