@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -76,7 +77,7 @@ func (h *handles) close() error {
 
 // detachedFile is an unlinked file kept open in a Detacher slot.
 type detachedFile struct {
-	f   *os.File
+	h   *handles
 	ino uint64
 }
 
@@ -206,10 +207,10 @@ func (t *MountTarget) handle(name string, create bool) (*handles, error) {
 	return h, nil
 }
 
-// directFile returns h's O_DIRECT descriptor, opening it on first use.
-func (t *MountTarget) directFile(name string, h *handles) (*os.File, error) {
+// directFile returns h's O_DIRECT descriptor, opening path on first use.
+func directFile(h *handles, path string) (*os.File, error) {
 	if h.direct == nil {
-		f, err := os.OpenFile(t.path(name), os.O_RDWR|syscall.O_DIRECT, 0)
+		f, err := os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -241,7 +242,7 @@ func (t *MountTarget) WriteAt(name string, off int64, data []byte) error {
 	}
 	switch choosePath(name, off, len(data)) {
 	case pathDirect:
-		f, err := t.directFile(name, h)
+		f, err := directFile(h, t.path(name))
 		if err != nil {
 			return err
 		}
@@ -267,9 +268,15 @@ func (t *MountTarget) ReadAt(name string, off int64, n int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch choosePath(name, off, n) {
+	return t.read(h, name, t.path(name), off, n)
+}
+
+// read reads through h by the path choosePath(key, ...) picks; path names
+// the file for opening the O_DIRECT descriptor.
+func (t *MountTarget) read(h *handles, key, path string, off int64, n int) ([]byte, error) {
+	switch choosePath(key, off, n) {
 	case pathDirect:
-		f, err := t.directFile(name, h)
+		f, err := directFile(h, path)
 		if err != nil {
 			return nil, err
 		}
@@ -465,7 +472,7 @@ func (t *MountTarget) closeAll() error {
 	}
 	for s, d := range t.detached {
 		if d != nil {
-			errs = append(errs, d.f.Close())
+			errs = append(errs, d.h.close())
 			t.detached[s] = nil
 		}
 	}
@@ -648,8 +655,8 @@ func (t *MountTarget) Check() error {
 	return nil
 }
 
-// Detach implements modeltest.Detacher: unlinks name, keeping its O_RDWR
-// descriptor in slot.
+// Detach implements modeltest.Detacher: unlinks name, keeping its
+// descriptors in slot.
 func (t *MountTarget) Detach(name string, slot int) error {
 	h, err := t.handle(name, false)
 	if err != nil {
@@ -666,10 +673,7 @@ func (t *MountTarget) Detach(name string, slot int) error {
 		return &os.PathError{Op: "unlink", Path: name, Err: err}
 	}
 	delete(t.open, name)
-	t.detached[slot] = &detachedFile{f: h.rw, ino: ino}
-	if h.direct != nil {
-		return h.direct.Close()
-	}
+	t.detached[slot] = &detachedFile{h: h, ino: ino}
 	return nil
 }
 
@@ -678,7 +682,9 @@ func (t *MountTarget) ReadDetached(slot int, off int64, n int) ([]byte, error) {
 	if d == nil {
 		return nil, syscall.EBADF
 	}
-	return preadFull(d.f, off, n)
+	// An unlinked file can still be opened (for O_DIRECT) through /proc.
+	proc := "/proc/self/fd/" + strconv.Itoa(int(d.h.rw.Fd()))
+	return t.read(d.h, "d"+strconv.Itoa(slot), proc, off, n)
 }
 
 func (t *MountTarget) SizeDetached(slot int) (int64, error) {
@@ -686,7 +692,7 @@ func (t *MountTarget) SizeDetached(slot int) (int64, error) {
 	if d == nil {
 		return 0, syscall.EBADF
 	}
-	return fileSize(d.f)
+	return fileSize(d.h.rw)
 }
 
 // CloseDetached closes slot's descriptor and waits until the engine has
@@ -697,7 +703,7 @@ func (t *MountTarget) CloseDetached(slot int) error {
 		return nil
 	}
 	t.detached[slot] = nil
-	if err := d.f.Close(); err != nil {
+	if err := d.h.close(); err != nil {
 		return err
 	}
 	return t.waitReleased(d.ino)
