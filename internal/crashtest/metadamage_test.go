@@ -536,3 +536,24 @@ func TestMetadataRecordDamage(t *testing.T) {
 		}
 	}
 }
+
+// Mount refuses a damaged superblock naming `reflinkfs fsck` as the next
+// step, so fsck must be able to open such an image and report on it (today
+// it refuses with the same message, sending the user in a circle).
+func TestFsckOpensImageWithDamagedSuperblock(t *testing.T) {
+	img := sharedImage(t)
+	dir := img.copyTo(t)
+	if _, err := damageRecord(dir, meta.PrefixSuper, 0, func(v []byte) []byte { return v[:len(v)/2] }); err != nil {
+		t.Fatal(err)
+	}
+	var rep childReport
+	within(t, 30*time.Second, "inspect", func() { rep = inspect(dir) })
+	if rep.OpenErr == "" {
+		t.Fatal("an image with a damaged superblock was mounted")
+	}
+	if rep.FsckOpenErr != "" {
+		t.Errorf("`reflinkfs fsck` cannot open the image the mount error sends the user to it with:\nmount: %s\nfsck:  %s", rep.OpenErr, rep.FsckOpenErr)
+	} else if rep.FsckErr == "" && len(rep.FsckProblems) == 0 {
+		t.Errorf("fsck reports a clean image with a damaged superblock")
+	}
+}
