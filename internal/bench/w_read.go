@@ -1,0 +1,189 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Metric names of the read workload.
+const (
+	mUncachedRead = "uncached_read"      // B/s, first read after cold caches
+	mCachedRead   = "cached_read"        // B/s, second read
+	mReaderCPU    = "reader_cpu_per_gib" // s of the reading thread's CPU per GiB (cached read)
+	mDaemonCPU    = "daemon_cpu_per_gib" // s of the reflinkfs daemon's CPU per GiB (cached read)
+	mCachedSecs   = "cached_read_s_per_gib"
+	seedRead      = 404
+)
+
+func readCase(bs int) string { return sizeLabel(int64(bs)) + " reads" }
+
+// readThroughput: sequential read of one file with 1 MiB and 128 KiB
+// read(2) calls, from cold caches (uncached) and again right after
+// (cached, the figure of the second read).
+func (r *run) readThroughput(ctx context.Context) error {
+	w := WorkloadRead
+	done, err := r.workDirs(w)
+	defer done()
+	if err != nil {
+		return err
+	}
+	size := r.cfg.ReadFileSize
+	for _, t := range r.targets() {
+		r.log.Printf("[read] writing a %s file on %s", sizeLabel(size), t.name)
+		if err := writeSequential(ctx, filepath.Join(t.dir(w), "file"), size, seedRead); err != nil {
+			return err
+		}
+	}
+	gib := float64(size) / (1 << 30)
+	for i := 0; i < r.cfg.Runs; i++ {
+		for _, bs := range r.cfg.ReadBlockSizes {
+			cs := readCase(bs)
+			if err := r.env.Cold(ctx); err != nil {
+				return err
+			}
+			for _, t := range r.order(i) {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				path := filepath.Join(t.dir(w), "file")
+				first, err := readFile(path, bs)
+				if err != nil {
+					return err
+				}
+				pid := r.env.DaemonPID()
+				cpu0, err := processCPU(pid)
+				if err != nil {
+					return err
+				}
+				second, err := readFile(path, bs)
+				if err != nil {
+					return err
+				}
+				cpu1, err := processCPU(pid)
+				if err != nil {
+					return err
+				}
+				if first.Bytes != size || second.Bytes != size {
+					return fmt.Errorf("%s: read %d and %d bytes, want %d", path, first.Bytes, second.Bytes, size)
+				}
+				r.rec.Add(w, mUncachedRead, cs, float64(bs), t.key, unitBPS, float64(size)/first.Elapsed.Seconds())
+				r.rec.Add(w, mCachedRead, cs, float64(bs), t.key, unitBPS, float64(size)/second.Elapsed.Seconds())
+				r.rec.Add(w, mCachedSecs, cs, float64(bs), t.key, unitSeconds, second.Elapsed.Seconds()/gib)
+				r.rec.Add(w, mReaderCPU, cs, float64(bs), t.key, unitSeconds, second.CPU.Seconds()/gib)
+				if t.isReflinkfs() {
+					r.rec.Add(w, mDaemonCPU, cs, float64(bs), t.key, unitSeconds, (cpu1-cpu0).Seconds()/gib)
+				}
+			}
+			r.log.Printf("[read] %s run %d/%d: cached XFS %s, reflinkfs %s", cs, i+1, r.cfg.Runs,
+				fmtValue(unitBPS, lastSample(r.rec.Get(w, mCachedRead, cs, fsXFS))),
+				fmtValue(unitBPS, lastSample(r.rec.Get(w, mCachedRead, cs, fsReflinkfs))))
+		}
+	}
+	if r.cfg.Perf {
+		r.profileReads(ctx, filepath.Join(r.rfs.dir(w), "file"))
+	}
+	return nil
+}
+
+func lastSample(m *Metric) float64 {
+	if m == nil || len(m.Samples) == 0 {
+		return 0
+	}
+	return m.Samples[len(m.Samples)-1]
+}
+
+// profileReads records the reflinkfs daemon with perf(1) during cached and
+// uncached 1 MiB reads of path, and keeps the top of each report. Failing
+// to profile is a note, not an error: perf is optional.
+func (r *run) profileReads(ctx context.Context, path string) {
+	if _, err := exec.LookPath("perf"); err != nil {
+		r.note("perf(1) is not installed: no daemon profile was recorded (apt-get install linux-perf).")
+		return
+	}
+	warm := func() error { _, err := readFile(path, 1<<20); return err }
+	if err := warm(); err != nil {
+		r.note("profile: %v", err)
+		return
+	}
+	err := r.perfRecord(ctx, "perf-cached-read", func() error {
+		for range 5 {
+			if err := warm(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		r.note("profile of cached reads failed: %v", err)
+	}
+	if err := r.env.Cold(ctx); err != nil {
+		r.note("profile: %v", err)
+		return
+	}
+	if err := r.perfRecord(ctx, "perf-uncached-read", warm); err != nil {
+		r.note("profile of uncached reads failed: %v", err)
+	}
+}
+
+// perfRecord runs fn while `perf record -g` samples the daemon, then
+// writes `perf report` to OutDir/name.txt and keeps its top lines.
+func (r *run) perfRecord(ctx context.Context, name string, fn func() error) error {
+	data := filepath.Join(r.env.Work, name+".data")
+	defer os.Remove(data)
+	var stderr bytes.Buffer
+	cmd := exec.Command("perf", "record", "-F", "1999", "-g", "-p", strconv.Itoa(r.env.DaemonPID()), "-o", data)
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	// perf creates its output once it is attached.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(data); err == nil {
+			break
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	ferr := fn()
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil && !strings.Contains(err.Error(), "interrupt") {
+		return fmt.Errorf("perf record: %v: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	if ferr != nil {
+		return ferr
+	}
+	out, err := runCmd(ctx, "perf", "report", "-i", data, "--stdio", "--no-children",
+		"--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.5")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(r.cfg.OutDir, name+".txt"), []byte(out), 0o644); err != nil {
+		return err
+	}
+	r.profiles[name] = topPerfLines(out, 25)
+	return nil
+}
+
+// topPerfLines keeps the first n sample lines of a flat perf report.
+func topPerfLines(report string, n int) string {
+	var keep []string
+	for _, line := range strings.Split(report, "\n") {
+		t := strings.TrimSpace(line)
+		if t == "" || strings.HasPrefix(t, "#") || !strings.Contains(t, "%") {
+			continue
+		}
+		keep = append(keep, strings.Join(strings.Fields(t), " "))
+		if len(keep) == n {
+			break
+		}
+	}
+	return strings.Join(keep, "\n")
+}
