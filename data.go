@@ -103,7 +103,8 @@ func (fsys *FS) commitChecksums(b kv.Batch, pending map[uint64]uint32) error {
 
 // verify checks blocks read from the device against their checksums and
 // returns, per block, nil or an EIO error (counted and logged).
-func (fsys *FS) verify(ino, first uint64, data [][]byte) []error {
+// lblk is the file block of the first one (for the log: inode and offset).
+func (fsys *FS) verify(ino, lblk, first uint64, data [][]byte) []error {
 	errs := make([]error, len(data))
 	want, ok, err := fsys.expectedCRCs(first, len(data))
 	for i, d := range data {
@@ -120,7 +121,7 @@ func (fsys *FS) verify(ino, first uint64, data [][]byte) []error {
 		}
 		if errs[i] != nil {
 			fsys.checksumErrors.Add(1)
-			fsys.log.Error("data block unreadable", "inode", ino, "block", p, "err", errs[i])
+			fsys.log.Error("data block unreadable", "inode", ino, "offset", (lblk+uint64(i))*BlockSize, "block", p, "err", errs[i])
 		}
 	}
 	return errs
@@ -165,7 +166,9 @@ func (fsys *FS) readDevice(bufs [][]byte, first uint64) error {
 // visitRun calls fn, in order, with the contents of physical blocks
 // [p, p+n), reading missing blocks from the device in batches and verifying
 // their checksums. Frames are pinned only while fn runs or a batch is read.
-func (fsys *FS) visitRun(ino, p uint64, n int, fn func(i int, data []byte)) error {
+//
+// lblk is the file block that p maps, for error reports.
+func (fsys *FS) visitRun(ino, lblk, p uint64, n int, fn func(i int, data []byte)) error {
 	batch := fsys.missBatch()
 	var missing []*cache.Frame // reserved, consecutive, not yet read
 	firstMissing := 0
@@ -180,7 +183,7 @@ func (fsys *FS) visitRun(ino, p uint64, n int, fn func(i int, data []byte)) erro
 		err := fsys.readDevice(bufs, missing[0].Block())
 		var verr []error
 		if err == nil {
-			verr = fsys.verify(ino, missing[0].Block(), bufs)
+			verr = fsys.verify(ino, lblk+uint64(firstMissing), missing[0].Block(), bufs)
 		}
 		var firstErr error
 		for i, f := range missing {
@@ -260,7 +263,7 @@ func (fsys *FS) readLocked(in *inode, p []byte, off int64) error {
 			zero(min(m.end()*BlockSize, end))
 			continue
 		}
-		err := fsys.visitRun(in.ino, m.pblk, int(m.n), func(i int, data []byte) {
+		err := fsys.visitRun(in.ino, m.lblk, m.pblk, int(m.n), func(i int, data []byte) {
 			blockStart := (m.lblk + uint64(i)) * BlockSize
 			from := max(pos, blockStart)
 			to := min(end, blockStart+BlockSize)
@@ -461,10 +464,10 @@ func (fsys *FS) fillBlock(in *inode, w blockWrite, full bool, put func(uint64, [
 	case w.inPlace:
 		// Current contents are on the device only.
 		if fillErr = fsys.readDevice([][]byte{data}, w.src); fillErr == nil {
-			fillErr = fsys.verify(in.ino, w.src, [][]byte{data})[0]
+			fillErr = fsys.verify(in.ino, w.lblk, w.src, [][]byte{data})[0]
 		}
 	default:
-		fillErr = fsys.visitRun(in.ino, w.src, 1, func(_ int, src []byte) { copy(data, src) })
+		fillErr = fsys.visitRun(in.ino, w.lblk, w.src, 1, func(_ int, src []byte) { copy(data, src) })
 	}
 	if fillErr != nil {
 		// Never leave another block's bytes in the frame: the unreadable

@@ -79,6 +79,9 @@ type FS struct {
 	sharedBlocks int64 // physical blocks with reference count >= 2
 	inodeCount   int64
 	closed       bool
+	// sbRebuilt is set when Recovery rebuilt a damaged superblock; Fsck
+	// reports it and repair writes it.
+	sbRebuilt bool
 
 	crcMu      sync.Mutex
 	pendingCRC map[uint64]uint32
@@ -300,16 +303,26 @@ func Open(dir string, opt Options) (*FS, error) {
 func (fsys *FS) load() error {
 	store, err := kv.OpenPebble(filepath.Join(fsys.dir, metaDir), kv.PebbleOptions{ReadOnly: fsys.opt.ReadOnly, FS: fsys.opt.metaFS()})
 	if err != nil {
-		return fmt.Errorf("metadata store is damaged or missing (run `reflinkfs fsck %s`): %w", fsys.dir, err)
+		if fsys.opt.Recovery {
+			return oneLine(fmt.Errorf("the metadata store cannot be opened, so fsck cannot repair it; restore the image from a backup: %w", err))
+		}
+		return oneLine(fmt.Errorf("metadata store is damaged or missing (run `reflinkfs fsck %s`): %w", fsys.dir, err))
 	}
 	fsys.store = store
 	v, err := store.Get(meta.SuperKey())
-	if err != nil {
-		return fmt.Errorf("reading superblock (run `reflinkfs fsck %s`): %w", fsys.dir, err)
+	var sb meta.Super
+	if err == nil {
+		sb, err = meta.DecodeSuper(v)
 	}
-	sb, err := meta.DecodeSuper(v)
 	if err != nil {
-		return fmt.Errorf("superblock is damaged (run `reflinkfs fsck %s`): %w", fsys.dir, err)
+		if !fsys.opt.Recovery {
+			return oneLine(fmt.Errorf("superblock is damaged (run `reflinkfs fsck --repair %s`): %w", fsys.dir, err))
+		}
+		fsys.log.Warn("superblock damaged; rebuilding it from the other records", "err", err)
+		if sb, err = fsys.rebuildSuper(); err != nil {
+			return oneLine(fmt.Errorf("superblock is damaged and cannot be rebuilt: %w", err))
+		}
+		fsys.sbRebuilt = true
 	}
 	if sb.Version != meta.FormatVersion || sb.BlockSize != BlockSize {
 		return fmt.Errorf("superblock has format %d, block size %d; this build reads format %d, block size %d: %w",
@@ -325,6 +338,15 @@ func (fsys *FS) load() error {
 	fsys.dev = dev
 	if dev.Size() < int64(sb.DeviceBlocks)*BlockSize {
 		return fmt.Errorf("data file is %d bytes, superblock says %d (truncated image?): %w", dev.Size(), int64(sb.DeviceBlocks)*BlockSize, syscall.EIO)
+	}
+	if maxIno, err := fsys.maxInode(); err != nil {
+		return oneLine(fmt.Errorf("reading inodes (run `reflinkfs fsck --repair %s`): %w", fsys.dir, err))
+	} else if maxIno >= sb.NextIno {
+		if !fsys.opt.Recovery {
+			return fmt.Errorf("superblock's next inode number %d is not above existing inode %d (run `reflinkfs fsck --repair %s`): %w",
+				sb.NextIno, maxIno, fsys.dir, syscall.EIO)
+		}
+		fsys.sb.NextIno = maxIno + 1 // never hand out a number in use; fsck reports it
 	}
 	if fsys.alloc, err = alloc.Load(store, sb.DeviceBlocks); err != nil {
 		if !fsys.opt.Recovery {
@@ -349,6 +371,64 @@ func (fsys *FS) load() error {
 	}
 	return fsys.processOrphans()
 }
+
+// maxInode returns the highest inode number in the store.
+func (fsys *FS) maxInode() (uint64, error) {
+	it := fsys.store.NewIter([]byte{meta.PrefixInode}, []byte{meta.PrefixInode + 1})
+	defer it.Close()
+	if !it.Last() {
+		return 0, it.Close()
+	}
+	return meta.ParseKey1(meta.PrefixInode, it.Key())
+}
+
+// rebuildSuper reconstructs a damaged superblock (Recovery only): the
+// device size from the data file, the counters from the highest inode
+// number and generation in use.
+func (fsys *FS) rebuildSuper() (meta.Super, error) {
+	sb := meta.Super{Version: meta.FormatVersion, BlockSize: BlockSize}
+	if fsys.opt.Storage != nil && fsys.opt.Storage.Device != nil {
+		sb.DeviceBlocks = uint64(fsys.opt.Storage.Device.Size()) / BlockSize
+	} else {
+		fi, err := os.Stat(filepath.Join(fsys.dir, dataFile))
+		if err != nil {
+			return sb, err
+		}
+		sb.DeviceBlocks = uint64(fi.Size()) / BlockSize
+	}
+	it := fsys.store.NewIter([]byte{meta.PrefixInode}, []byte{meta.PrefixInode + 1})
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		ino, err := meta.ParseKey1(meta.PrefixInode, it.Key())
+		if err != nil {
+			continue
+		}
+		sb.NextIno = max(sb.NextIno, ino+1)
+		if rec, err := meta.DecodeInode(ino, it.Value()); err == nil {
+			sb.NextGen = max(sb.NextGen, rec.Gen+1)
+		}
+	}
+	sb.NextIno = max(sb.NextIno, RootIno+1)
+	sb.NextGen = max(sb.NextGen, 2)
+	return sb, nil
+}
+
+// oneLine flattens an error's message to one line (pebble's can span
+// several), keeping it unwrappable.
+func oneLine(err error) error {
+	if err == nil || !strings.Contains(err.Error(), "\n") {
+		return err
+	}
+	return &flatError{strings.Join(strings.Fields(err.Error()), " "), err}
+}
+
+type flatError struct {
+	msg string
+	err error
+}
+
+func (e *flatError) Error() string { return e.msg }
+func (e *flatError) Unwrap() error { return e.err }
 
 // loadCounters recomputes the space counters from the records. It reads
 // every extent and refcount record once, at open.
@@ -584,6 +664,12 @@ func (fsys *FS) Close() error {
 	}
 	fsys.closed = true
 	fsys.mu.Unlock()
+	if err == nil && !fsys.opt.ReadOnly {
+		// Move everything out of the WAL into tables: after a clean close the
+		// image does not depend on its log, so a lost or damaged log loses
+		// nothing.
+		err = fsys.store.Flush()
+	}
 	return pathErr("close", fsys.dir, errors.Join(err, fsys.closeResources()))
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/reflinkfs/reflinkfs/internal/alloc"
+	"github.com/reflinkfs/reflinkfs/internal/device"
 	"github.com/reflinkfs/reflinkfs/internal/kv"
 	"github.com/reflinkfs/reflinkfs/internal/meta"
 )
@@ -38,6 +39,9 @@ type fsckState struct {
 
 	progress func(phase string, done int64)
 
+	maxIno, maxGen uint64
+	fixNextIno     bool
+
 	// Repairs found safe, applied by Fsck(true).
 	deleteKeys  [][]byte
 	dirtyInodes map[uint64]bool
@@ -53,10 +57,13 @@ func (s *fsckState) dropKey(k []byte) {
 func (s *fsckState) setInode(ino uint64) { s.dirtyInodes[ino] = true }
 
 func (s *fsckState) repairable() bool {
-	return len(s.deleteKeys)+len(s.dirtyInodes)+len(s.putKeys)+len(s.lostFound) > 0 || s.spaceBad
+	return len(s.deleteKeys)+len(s.dirtyInodes)+len(s.putKeys)+len(s.lostFound) > 0 || s.spaceBad || s.fixNextIno
 }
 
-type physRef struct{ start, n uint64 }
+type physRef struct {
+	start, n  uint64
+	ino, lblk uint64 // one owner, for reports
+}
 
 func (s *fsckState) problem(format string, args ...any) {
 	if len(s.report.Problems) < maxProblems {
@@ -81,9 +88,11 @@ func (fsys *FS) Fsck(repair bool) (*FsckReport, error) {
 type CheckOptions struct {
 	Repair bool
 	// Progress, if set, is called as records are scanned: the phase name
-	// ("inodes", "entries", "extents", "checksums", "space") and the
-	// records scanned so far in it.
+	// ("inodes", "entries", "extents", "checksums", "space", "data") and
+	// the records (for "data": blocks) scanned so far in it.
 	Progress func(phase string, done int64)
+	// SkipData skips reading every written block to verify its checksum.
+	SkipData bool
 }
 
 // Check is Fsck with options.
@@ -99,17 +108,30 @@ func (fsys *FS) Check(opt CheckOptions) (*FsckReport, error) {
 	if fsys.closed {
 		return nil, pathErr("fsck", fsys.dir, fs.ErrClosed)
 	}
-	s, err := checkStore(fsys.store, opt.Progress)
+	var sbOverride *meta.Super
+	if fsys.sbRebuilt {
+		sbOverride = &fsys.sb
+	}
+	s, err := checkStoreWith(fsys.store, opt.Progress, sbOverride)
 	if err != nil {
 		return nil, pathErr("fsck", fsys.dir, err)
 	}
-	if repair && !fsys.opt.ReadOnly && s.repairable() {
+	if !opt.SkipData {
+		fsys.checkData(s, opt.Progress)
+	}
+	if fsys.sbRebuilt {
+		s.problem("the superblock was damaged; rebuilt from the other records (device of %d blocks, next inode %d)", fsys.sb.DeviceBlocks, fsys.sb.NextIno)
+	}
+	if repair && !fsys.opt.ReadOnly && (s.repairable() || fsys.sbRebuilt) {
 		repaired, err := fsys.repair(s)
 		if err != nil {
 			return nil, pathErr("fsck repair", fsys.dir, err)
 		}
 		if s, err = checkStore(fsys.store, opt.Progress); err != nil {
 			return nil, pathErr("fsck", fsys.dir, err)
+		}
+		if !opt.SkipData {
+			fsys.checkData(s, opt.Progress)
 		}
 		s.report.Repaired = repaired
 	}
@@ -141,6 +163,15 @@ func (fsys *FS) Check(opt CheckOptions) (*FsckReport, error) {
 func (fsys *FS) repair(s *fsckState) ([]string, error) {
 	var done []string
 	txn := fsys.store.NewTxn()
+	if s.fixNextIno || fsys.sbRebuilt {
+		fsys.sb.NextIno = max(fsys.sb.NextIno, s.maxIno+1)
+		fsys.sb.NextGen = max(fsys.sb.NextGen, s.maxGen+1)
+		if err := txn.Set(meta.SuperKey(), fsys.sb.Encode()); err != nil {
+			return nil, err
+		}
+		fsys.sbRebuilt = false
+		done = append(done, fmt.Sprintf("rewrote the superblock (next inode %d)", fsys.sb.NextIno))
+	}
 	for _, k := range s.deleteKeys {
 		if err := txn.Delete(k); err != nil {
 			return nil, err
@@ -274,19 +305,29 @@ func (fsys *FS) reloadState() error {
 }
 
 func checkStore(rd kv.Reader, progress func(string, int64)) (*fsckState, error) {
+	return checkStoreWith(rd, progress, nil)
+}
+
+// checkStoreWith checks the store; sb, if set, replaces a damaged superblock.
+func checkStoreWith(rd kv.Reader, progress func(string, int64), sb *meta.Super) (*fsckState, error) {
 	s := &fsckState{rd: rd, report: &FsckReport{}, progress: progress,
 		inodes: map[uint64]*meta.Inode{}, links: map[uint64]uint32{}, subdirs: map[uint64]uint32{},
 		dirParent: map[uint64]uint64{}, blocks: map[uint64]uint64{}, orphans: map[uint64]bool{},
 		checksums: map[uint64]bool{}, dirtyInodes: map[uint64]bool{}, putKeys: map[string][]byte{},
 	}
-	v, err := rd.Get(meta.SuperKey())
-	if err != nil {
-		return nil, fmt.Errorf("superblock: %w", err)
+	if sb != nil {
+		s.sb = *sb
+	} else {
+		v, err := rd.Get(meta.SuperKey())
+		if err != nil {
+			return nil, fmt.Errorf("superblock: %w", err)
+		}
+		if s.sb, err = meta.DecodeSuper(v); err != nil {
+			return nil, err
+		}
 	}
-	if s.sb, err = meta.DecodeSuper(v); err != nil {
-		return nil, err
-	}
-	steps := []func() error{s.scanInodes, s.scanDirents, s.scanOrphans, s.scanExtents, s.scanChecksums, s.checkInodes, s.checkSpace}
+	steps := []func() error{s.scanInodes, s.scanDirents, s.scanOrphans, s.scanExtents, s.scanChecksums,
+		s.scanXattrs, s.scanSymlinks, s.checkInodes, s.checkSpace}
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return nil, err
@@ -332,7 +373,10 @@ func (s *fsckState) scanInodes() error {
 		}
 		if ino >= s.sb.NextIno {
 			s.problem("inode %d is not below the next inode number %d", ino, s.sb.NextIno)
+			s.fixNextIno = true
 		}
+		s.maxIno = max(s.maxIno, ino)
+		s.maxGen = max(s.maxGen, rec.Gen)
 		s.inodes[ino] = &rec
 	})
 }
@@ -428,9 +472,9 @@ func (s *fsckState) scanExtents() error {
 		s.blocks[ino] += e.Len
 		s.report.Extents++
 		s.report.mappedBlocks += int64(e.Len)
-		s.refs = append(s.refs, physRef{e.Pblk, e.Len})
+		s.refs = append(s.refs, physRef{e.Pblk, e.Len, ino, lblk})
 		if e.Flags&meta.ExtentUnwritten == 0 {
-			s.written = append(s.written, physRef{e.Pblk, e.Len})
+			s.written = append(s.written, physRef{e.Pblk, e.Len, ino, lblk})
 		}
 	})
 }
@@ -453,6 +497,41 @@ func (s *fsckState) scanChecksums() error {
 			if grp.Present&(1<<slot) != 0 {
 				s.checksums[g*meta.GroupBlocks+slot] = true
 			}
+		}
+	})
+}
+
+func (s *fsckState) scanXattrs() error {
+	return s.scan(meta.PrefixXattr, func(k, v []byte) {
+		ino, name, err := meta.ParseKeyName(meta.PrefixXattr, k)
+		if err != nil {
+			s.problem("bad xattr key %x", k)
+			s.dropKey(k)
+			return
+		}
+		if _, ok := s.inodes[ino]; !ok {
+			s.problem("xattr %q of missing inode %d", name, ino)
+			s.dropKey(k)
+			return
+		}
+		if _, err := meta.DecodeBytes(k, v); err != nil {
+			s.problem("xattr %q of inode %d: %v", name, ino, err)
+			s.dropKey(k)
+		}
+	})
+}
+
+func (s *fsckState) scanSymlinks() error {
+	return s.scan(meta.PrefixSymlink, func(k, v []byte) {
+		ino, err := meta.ParseKey1(meta.PrefixSymlink, k)
+		if err != nil {
+			s.problem("bad symlink key %x", k)
+			s.dropKey(k)
+			return
+		}
+		if in, ok := s.inodes[ino]; !ok || in.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+			s.problem("symlink target of inode %d, which is missing or not a symlink", ino)
+			s.dropKey(k)
 		}
 	})
 }
@@ -529,6 +608,59 @@ func (s *fsckState) checkInodes() error {
 		}
 	}
 	return nil
+}
+
+// checkData reads every written, referenced block from the device (once,
+// however many files share it) and verifies its checksum.
+func (fsys *FS) checkData(s *fsckState, progress func(string, int64)) {
+	refs := append([]physRef(nil), s.written...)
+	sort.Slice(refs, func(i, j int) bool { return refs[i].start < refs[j].start })
+	const chunk = 256
+	buf := device.AlignedBuffer(chunk * BlockSize)
+	bufs := make([][]byte, chunk)
+	for i := range bufs {
+		bufs[i] = buf[i*BlockSize : (i+1)*BlockSize]
+	}
+	owner := func(p uint64) (uint64, uint64) {
+		i := sort.Search(len(refs), func(i int) bool { return refs[i].start+refs[i].n > p })
+		for ; i < len(refs) && refs[i].start <= p; i++ {
+			if p < refs[i].start+refs[i].n {
+				return refs[i].ino, refs[i].lblk + p - refs[i].start
+			}
+		}
+		return 0, 0
+	}
+	reported, done := 0, int64(0)
+	next := uint64(0) // blocks below it are verified already
+	for _, r := range refs {
+		for p := max(r.start, next); p < r.start+r.n; {
+			n := min(r.start+r.n-p, chunk)
+			if err := fsys.dev.ReadBlocks(bufs[:n], int64(p)*BlockSize); err != nil {
+				s.problem("reading blocks %d+%d: %v", p, n, err)
+				p += n
+				continue
+			}
+			want, ok, err := fsys.expectedCRCs(p, int(n))
+			if err != nil {
+				s.problem("checksums of blocks %d+%d: %v", p, n, err)
+			}
+			for i := uint64(0); err == nil && i < n; i++ {
+				if ok[i] && meta.Checksum(bufs[i]) != want[i] && reported < 100 {
+					reported++
+					ino, lblk := owner(p + i)
+					s.problem("data block %d (inode %d, offset %d) fails its checksum", p+i, ino, lblk*BlockSize)
+				}
+			}
+			p += n
+			next = p
+			if done += int64(n); progress != nil && done%(64*chunk) < int64(n) {
+				progress("data", done)
+			}
+		}
+	}
+	if progress != nil {
+		progress("data", done)
+	}
 }
 
 // countSeg is a run of physical blocks with one recomputed reference count.

@@ -176,10 +176,18 @@ func (fsys *FS) Lookup(parent uint64, name string) (Attr, error) {
 		}
 		in, err := fsys.getInode(d.Ino)
 		if err != nil {
+			fsys.log.Error("directory entry names a missing inode", "dir", parent, "name", name, "inode", d.Ino)
 			return fmt.Errorf("entry %q points to missing inode %d: %w", name, d.Ino, syscall.EIO)
 		}
+		defer fsys.putInode(in)
+		// An entry must agree with its inode, and a directory has exactly one
+		// entry, in its recorded parent: otherwise the tree is damaged (a
+		// cycle could make walks loop), so refuse with EIO until fsck runs.
+		if in.rec.Mode&syscall.S_IFMT != d.Type || (isDir(in.rec.Mode) && in.rec.Parent != parent) {
+			fsys.log.Error("directory entry disagrees with its inode (run fsck)", "dir", parent, "name", name, "inode", d.Ino)
+			return fmt.Errorf("entry %q disagrees with inode %d: %w", name, d.Ino, syscall.EIO)
+		}
 		a = fsys.attrOf(in)
-		fsys.putInode(in)
 		return nil
 	})
 	return a, pathErr("lookup", name, err)

@@ -206,15 +206,18 @@ func (fsys *FS) Readlink(name string) (string, error) {
 }
 
 type dirEntry struct {
-	fsys *FS
-	e    DirEntry
+	fsys   *FS
+	parent uint64
+	e      DirEntry
 }
 
 func (d dirEntry) Name() string      { return d.e.Name }
 func (d dirEntry) IsDir() bool       { return isDir(d.e.Mode) }
 func (d dirEntry) Type() fs.FileMode { return unixToFileMode(d.e.Mode).Type() }
+
+// Info looks the name up again, as os.DirEntry.Info does (an lstat).
 func (d dirEntry) Info() (fs.FileInfo, error) {
-	a, err := d.fsys.GetAttr(d.e.Ino)
+	a, err := d.fsys.Lookup(d.parent, d.e.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +240,7 @@ func (fsys *FS) ReadDir(name string) ([]fs.DirEntry, error) {
 	}
 	out := make([]fs.DirEntry, len(ents))
 	for i, e := range ents {
-		out[i] = dirEntry{fsys, e}
+		out[i] = dirEntry{fsys, ino, e}
 	}
 	return out, nil
 }

@@ -106,6 +106,27 @@ func daemonPid(t *testing.T, img string) int {
 	return pid
 }
 
+// waitUnlocked waits until nothing holds the image's lock: a killed
+// daemon's group leader can be a zombie while its other threads are still
+// exiting with the lock file open.
+func waitUnlocked(t *testing.T, img string, d time.Duration) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(img, "lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+			syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("image %s still locked %v after its daemon was killed", img, d)
+}
+
 // waitGone waits until pid has exited (gone, or a zombie nobody reaps).
 func waitGone(t *testing.T, pid int, d time.Duration) {
 	t.Helper()
@@ -341,6 +362,7 @@ func TestKillDaemonWhileWriting(t *testing.T) {
 			t.Fatalf("round %d: the writer hangs after the daemon was killed", round)
 		}
 		waitGone(t, pid, 30*time.Second)
+		waitUnlocked(t, img, 30*time.Second)
 		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
 			t.Fatalf("round %d: lazy unmount of the dead mount: %v", round, err)
 		}
