@@ -9,7 +9,10 @@ import (
 	"time"
 )
 
-var fuzzTime = flag.Duration("crash.fuzztime", 3*time.Second, "how long TestFuzzDecoders runs each decoder's fuzz target")
+// An execution count, not a duration: with -fuzztime=3s a loaded machine
+// sometimes ends the run with "context deadline exceeded" and no input,
+// failing the test for nothing.
+var fuzzTime = flag.String("crash.fuzztime", "3000x", "how long TestFuzzDecoders runs each decoder's fuzz target (go test -fuzztime: a duration or Nx)")
 
 // Every on-disk decoder's fuzz target runs briefly (go test -fuzz), beyond
 // replaying its committed corpus, which plain `go test` of its package
@@ -35,7 +38,7 @@ func TestFuzzDecoders(t *testing.T) {
 		t.Run(c.target, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, goTool, "test", "-run", "^$", "-fuzz", "^"+c.target+"$", "-fuzztime", fuzzTime.String(), c.pkg)
+			cmd := exec.CommandContext(ctx, goTool, "test", "-run", "^$", "-fuzz", "^"+c.target+"$", "-fuzztime", *fuzzTime, c.pkg)
 			cmd.Dir = root
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("go test -fuzz %s %s: %v\n%s", c.target, c.pkg, err, out)

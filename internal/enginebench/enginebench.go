@@ -55,8 +55,10 @@ func Run(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	defer fsys.Close()
-	defer os.RemoveAll(filepath.Join(cfg.Dir, "enginebench.img"))
+	defer func() {
+		fsys.Close()
+		os.RemoveAll(filepath.Join(cfg.Dir, "enginebench.img"))
+	}()
 	if err := cloneBySize(fsys, cfg); err != nil {
 		return err
 	}
