@@ -242,9 +242,15 @@ func (fs *fileSystem) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRan
 	if in.Flags != 0 {
 		return 0, fuse.EINVAL
 	}
-	length := min(in.Len, maxCopyChunk)
 	if in.OffIn > 1<<63-1 || in.OffOut > 1<<63-1 {
 		return 0, fuse.EINVAL
+	}
+	length := in.Len
+	if length > maxCopyChunk {
+		// End this call at a source block boundary: the next call then
+		// starts block aligned, so from an unaligned offset too every
+		// whole block of a long copy stays shared.
+		length = (in.OffIn+maxCopyChunk)&^(reflinkfs.BlockSize-1) - in.OffIn
 	}
 	n, err := dst.f.CopyRange(src.f, int64(in.OffIn), int64(length), int64(in.OffOut))
 	if err != nil && n == 0 {
