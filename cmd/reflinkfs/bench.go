@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/reflinkfs/reflinkfs/internal/bench"
+	"github.com/reflinkfs/reflinkfs/internal/enginebench"
 	"github.com/spf13/cobra"
 )
 
@@ -14,10 +15,10 @@ import (
 // reflink (package internal/bench).
 func newBenchCommand() *cobra.Command {
 	var (
-		quick, perf  bool
-		out, scratch string
-		runs         int
-		only         string
+		quick, perf     bool
+		out, scratch    string
+		runs            int
+		only, engineDir string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench [--quick] [--out DIR] [--runs N] [--only workload,...]",
@@ -52,6 +53,9 @@ takes about an hour on 2 vCPUs; --quick a few minutes. Progress goes to stderr.`
 			if cmd.Flags().Changed("runs") && runs < 1 {
 				return usagef("--runs %d: want at least 1", runs)
 			}
+			if engineDir != "" {
+				return runEnginebench(cmd, engineDir, quick, runs)
+			}
 			bench.AddSbinToPath()
 			if err := bench.CheckPrereqs(bench.HostSystem()); err != nil {
 				return &exitError{code: exitUsage, err: err}
@@ -84,5 +88,20 @@ takes about an hour on 2 vCPUs; --quick a few minutes. Progress goes to stderr.`
 	fl.StringVar(&only, "only", "", "comma-separated workloads to run (default all): clone,extents,memory,read,cow,tree,metadata,library")
 	fl.StringVar(&scratch, "scratch", "/var/tmp", "directory for the XFS backing file and the reflinkfs image (sparse; removed afterwards)")
 	fl.BoolVar(&perf, "perf", false, "record the reflinkfs daemon with perf(1) during cached and uncached reads")
+	fl.StringVar(&engineDir, bench.LibraryFlag, "", "internal: run only the library tables (internal/enginebench) in this directory")
+	fl.MarkHidden(bench.LibraryFlag)
 	return cmd
+}
+
+// runEnginebench prints internal/enginebench's tables; the bench harness
+// runs it in a child process (its library workload).
+func runEnginebench(cmd *cobra.Command, dir string, quick bool, runs int) error {
+	cfg := enginebench.Full(dir, cmd.OutOrStdout())
+	if quick {
+		cfg = enginebench.Quick(dir, cmd.OutOrStdout())
+	}
+	if runs > 0 {
+		cfg.Runs = runs
+	}
+	return enginebench.Run(cfg)
 }

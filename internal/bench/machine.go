@@ -34,6 +34,11 @@ func describeMachine(ctx context.Context, cfg *Config) Machine {
 			}
 		}
 	}
+	if cfg.Exe != "" {
+		if out, err := runCmd(ctx, cfg.Exe, "version"); err == nil {
+			m.Binary = strings.TrimSpace(out)
+		}
+	}
 	if out, err := runCmd(ctx, "mkfs.xfs", "-V"); err == nil {
 		m.MkfsXFS = strings.TrimSpace(out)
 	}

@@ -4,14 +4,18 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
 )
 
 // series is one named line of a plot: medians of one metric across cases.
@@ -51,31 +55,96 @@ func linePlot(path, title, xLabel, yLabel string, logX, logY bool, ss ...series)
 	p.Y.Label.Text = yLabel
 	if logX {
 		p.X.Scale = plot.LogScale{}
-		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.X.Tick.Marker = ticks125{}
 	}
 	if logY {
 		p.Y.Scale = plot.LogScale{}
-		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.Y.Tick.Marker = ticks125{}
 	}
-	p.Legend.Top = true
-	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
-	var args []any
-	for _, s := range ss {
-		if len(s.xy) > 0 {
-			args = append(args, s.label, s.xy)
+	legend := plot.NewLegend()
+	n := 0
+	for i, s := range ss {
+		if len(s.xy) == 0 {
+			continue
 		}
+		line, points, err := plotter.NewLinePoints(s.xy)
+		if err != nil {
+			return false, err
+		}
+		line.Color = plotutil.Color(i)
+		line.Dashes = plotutil.Dashes(i)
+		points.Color = plotutil.Color(i)
+		points.Shape = plotutil.Shape(i)
+		p.Add(line, points)
+		legend.Add(s.label, line, points)
+		n++
 	}
-	if len(args) == 0 {
+	if n == 0 {
 		return false, nil
-	}
-	if err := plotutil.AddLinePoints(p, args...); err != nil {
-		return false, err
 	}
 	if !logY {
 		p.Y.Min = 0
 	}
-	return true, p.Save(7*vg.Inch, 4.5*vg.Inch, path)
+	return true, savePlot(p, &legend, n, path)
+}
+
+// savePlot writes the plot as a PNG with its legend in a strip below it,
+// where it cannot cover any line.
+func savePlot(p *plot.Plot, legend *plot.Legend, entries int, path string) error {
+	const width, height = 7 * vg.Inch, 4.5 * vg.Inch
+	legend.Top, legend.Left = true, true
+	legend.XOffs = vg.Points(40)
+	strip := vg.Points(16)*vg.Length(entries) + vg.Points(8)
+	img := vgimg.New(width, height+strip)
+	dc := draw.New(img)
+	p.Draw(draw.Crop(dc, 0, 0, strip, 0))
+	legend.Draw(draw.Crop(dc, 0, 0, 0, -(height)))
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// ticks125 marks a log axis at 1, 2 and 5 times powers of ten (labelled)
+// and the other integers of each decade (unlabelled); a range too narrow
+// for two labels gets its ends labelled.
+type ticks125 struct{}
+
+func (ticks125) Ticks(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	labelled := 0
+	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
+		for m := 1; m <= 9; m++ {
+			v := float64(m) * math.Pow(10, e)
+			if v < lo*(1-1e-9) || v > hi*(1+1e-9) {
+				continue
+			}
+			t := plot.Tick{Value: v}
+			if m == 1 || m == 2 || m == 5 {
+				t.Label = tickLabel(v)
+				labelled++
+			}
+			ticks = append(ticks, t)
+		}
+	}
+	if labelled < 2 {
+		ticks = append(ticks, plot.Tick{Value: lo, Label: strconv.FormatFloat(lo, 'g', 2, 64)},
+			plot.Tick{Value: hi, Label: strconv.FormatFloat(hi, 'g', 2, 64)})
+	}
+	return ticks
+}
+
+func tickLabel(v float64) string {
+	if v >= 1 {
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 4, 64)
 }
 
 // barGroup is one bar series of a grouped bar chart.
@@ -88,8 +157,8 @@ func barPlot(path, title, yLabel string, categories []string, groups ...barGroup
 	p := plot.New()
 	p.Title.Text = title
 	p.Y.Label.Text = yLabel
-	p.Legend.Top = true
 	p.Add(plotter.NewGrid())
+	legend := plot.NewLegend()
 	width := vg.Points(24)
 	for i, g := range groups {
 		b, err := plotter.NewBarChart(g.values, width)
@@ -100,11 +169,11 @@ func barPlot(path, title, yLabel string, categories []string, groups ...barGroup
 		b.LineStyle.Width = 0
 		b.Offset = width * vg.Length(float64(i)-float64(len(groups)-1)/2)
 		p.Add(b)
-		p.Legend.Add(g.label, b)
+		legend.Add(g.label, b)
 	}
 	p.NominalX(categories...)
 	p.Y.Min = 0
-	return p.Save(7*vg.Inch, 4.5*vg.Inch, path)
+	return savePlot(p, &legend, len(groups), path)
 }
 
 // drawPlots writes the PNG plots for whatever the run measured and returns

@@ -60,7 +60,8 @@ func buildTables(rec *Recorder, cfg *Config) []Table {
 		}
 		t.Notes = []string{
 			"clone call: FICLONE on XFS; on reflinkfs a copy_file_range loop as cp does it (the kernel never forwards FICLONE to FUSE), verified to share every block. " +
-				"Sync: syncfs on XFS (it also runs XFS's deferred freeing of the deleted inode's extents), fsync of the mount's root directory on reflinkfs (commits the engine; syncfs never reaches a FUSE daemon). " +
+				"unlink + sync: on XFS a synchronous XFS_IOC_FREE_EOFBLOCKS scan, which waits for the background inode inactivation that frees the clone's extents, then syncfs; " +
+				"on reflinkfs fsync of the mount's root directory, which commits the engine (syncfs never reaches a FUSE daemon). " +
 				"library: internal/enginebench, the engine through its Go API (its delete figure is the unlink alone).",
 		}
 		out = append(out, t)
@@ -135,7 +136,7 @@ func buildTables(rec *Recorder, cfg *Config) []Table {
 		out = append(out, t)
 	}
 	if hasMetrics(rec, WorkloadCoW) {
-		t := Table{Workload: WorkloadCoW, Title: cowCaseLabel(cfg.CoWWrites, cfg.CoWFileSize) + " (4; " + runs + ")",
+		t := Table{Workload: WorkloadCoW, Title: "4. " + cowCaseLabel(cfg.CoWWrites, cfg.CoWFileSize) + " (" + runs + ")",
 			Columns: []string{"file", "measure", "reflinkfs", "XFS", "reflinkfs/XFS"}}
 		ms := []measure{{mCoWWrite, "writes"}, {mCoWFsync, "fsync"}, {mCoWTotal, "writes + fsync"}, {mCoWExtents, "extents afterwards"}}
 		for _, cs := range []string{caseShared, caseUnshare} {
@@ -306,8 +307,8 @@ func writeMarkdown(w io.Writer, res *Results) {
 	fmt.Fprintf(w, "- date: %s (took %s)\n", res.Started.UTC().Format("2006-01-02 15:04 UTC"), res.Finished.Sub(res.Started).Round(time.Second))
 	fmt.Fprintf(w, "- command: `%s`\n", strings.Join(res.Command, " "))
 	fmt.Fprintf(w, "- machine: Linux %s, %s × %d, %s RAM; Go %s\n", m.Kernel, m.CPUModel, m.CPUs, fmtBytes(float64(m.MemBytes)), m.GoVersion)
-	if m.Revision != "" {
-		fmt.Fprintf(w, "- reflinkfs revision: %s\n", m.Revision)
+	if m.Binary != "" || m.Revision != "" {
+		fmt.Fprintf(w, "- reflinkfs: %s %s\n", m.Binary, m.Revision)
 	}
 	fmt.Fprintf(w, "- mode: %s, every figure the median of %d runs; the two file systems are measured back to back in each run, alternating which goes first\n", res.Mode, res.Runs)
 	for _, k := range []string{"xfs", "reflinkfs"} {

@@ -192,3 +192,24 @@ func TestDrawPlots(t *testing.T) {
 		t.Fatalf("no figures: %v %v", none, err)
 	}
 }
+
+func TestTicks125(t *testing.T) {
+	var labels []string
+	for _, tk := range (ticks125{}).Ticks(0.03, 0.6) {
+		if tk.Label != "" {
+			labels = append(labels, tk.Label)
+		}
+	}
+	if strings.Join(labels, " ") != "0.05 0.1 0.2 0.5" {
+		t.Fatalf("labels %v", labels)
+	}
+	n := 0
+	for _, tk := range (ticks125{}).Ticks(0.14, 0.16) {
+		if tk.Label != "" {
+			n++
+		}
+	}
+	if n < 2 {
+		t.Fatal("a narrow range must still get two labels")
+	}
+}

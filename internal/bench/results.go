@@ -117,6 +117,7 @@ type Machine struct {
 	MemBytes   int64  `json:"mem_bytes"`
 	GoVersion  string `json:"go_version"`
 	Revision   string `json:"revision,omitempty"` // VCS revision of the reflinkfs binary
+	Binary     string `json:"binary,omitempty"`   // reflinkfs version
 	MkfsXFS    string `json:"mkfs_xfs,omitempty"` // mkfs.xfs -V
 	Filesystem string `json:"scratch_fs,omitempty"`
 }
