@@ -106,10 +106,10 @@ func TestParseMountOptions(t *testing.T) {
 		t.Errorf("ro,rw: ReadOnly=%v err=%v; want false, nil", o.ReadOnly, err)
 	}
 
-	// Options the frontend cannot apply yet are accepted with a warning.
+	// suid/dev/exec flags are passed on to mount(2), in order.
 	o = mountOptions{}
-	if err := parseMountOptions([]string{"noexec,suid"}, &o); err != nil || len(o.Warnings) != 2 {
-		t.Errorf("noexec,suid: warnings %q, err %v; want two warnings", o.Warnings, err)
+	if err := parseMountOptions([]string{"noexec,suid,nodev"}, &o); err != nil || strings.Join(o.VFSFlags, ",") != "noexec,suid,nodev" || len(o.Warnings) != 0 {
+		t.Errorf("noexec,suid,nodev: flags %q, warnings %q, err %v", o.VFSFlags, o.Warnings, err)
 	}
 
 	bad := map[string]string{

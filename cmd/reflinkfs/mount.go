@@ -44,6 +44,7 @@ type mountConfig struct {
 	ReadOnly   bool
 	Debug      bool
 	Metrics    string // TCP address for /metrics, or ""
+	VFSFlags   []string
 	Warnings   []string
 }
 
@@ -130,7 +131,7 @@ func resolveMountConfig(f *mountFlags) (mountConfig, error) {
 	if err := parseMountOptions(f.options, &opts); err != nil {
 		return mountConfig{}, err
 	}
-	cfg := mountConfig{ReadOnly: opts.ReadOnly, Debug: opts.Debug, Metrics: f.metricsAddr, Warnings: opts.Warnings}
+	cfg := mountConfig{ReadOnly: opts.ReadOnly, Debug: opts.Debug, Metrics: f.metricsAddr, VFSFlags: opts.VFSFlags, Warnings: opts.Warnings}
 
 	var err error
 	switch {
@@ -346,6 +347,7 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 		DefaultPermissions: true,
 		ReadOnly:           cfg.ReadOnly,
 		Debug:              cfg.Debug,
+		MountFlags:         cfg.VFSFlags,
 		Logger:             log,
 	})
 	if err != nil {
@@ -492,6 +494,7 @@ func daemonArgs(cfg mountConfig) []string {
 	if cfg.Debug {
 		opts = append(opts, "debug")
 	}
+	opts = append(opts, cfg.VFSFlags...)
 	if len(opts) > 0 {
 		args = append(args, "-o", strings.Join(opts, ","))
 	}

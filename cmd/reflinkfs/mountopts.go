@@ -13,9 +13,16 @@ type mountOptions struct {
 	CacheSize string // cache_size=: as --cache-size; "" if not given
 	FsName    string // fsname=: the mount's source; default the image path
 	Subtype   string // subtype=: type shown as fuse.SUBTYPE; default reflinkfs
+	// VFSFlags are suid/nosuid, dev/nodev, exec/noexec in the order given
+	// (the last of a pair wins); they become mount(2) flags.
+	VFSFlags []string
 	// Warnings name options that were accepted but cannot take effect.
 	Warnings []string
 }
+
+// vfsFlags are the mount(2) flags the FUSE frontend applies; the mount is
+// nosuid,nodev,exec unless they say otherwise.
+var vfsFlags = map[string]bool{"suid": true, "nosuid": true, "dev": true, "nodev": true, "exec": true, "noexec": true}
 
 // Options accepted and handled by mount(8) or meaningless to the daemon.
 var mountOptionsIgnored = map[string]bool{
@@ -23,19 +30,9 @@ var mountOptionsIgnored = map[string]bool{
 	"users": true, "_netdev": true, "nofail": true,
 	// always on: the kernel checks permissions and other users may enter
 	"allow_other": true, "default_permissions": true,
-	// go-fuse mounts with nosuid,nodev and without noexec by default
-	"nosuid": true, "nodev": true, "exec": true,
 	// atime is kept by the engine; the kernel flag does not change it
 	"noatime": true, "relatime": true, "atime": true, "strictatime": true,
 	"nodiratime": true, "diratime": true, "async": true,
-}
-
-// VFS flags the FUSE frontend cannot pass to mount(2) yet: accepted so
-// fstab lines work, with a warning because the user asked for something.
-var mountOptionsNotApplied = map[string]string{
-	"noexec": "files stay executable",
-	"suid":   "the mount stays nosuid",
-	"dev":    "the mount stays nodev",
 }
 
 // parseMountOptions applies comma-separated option lists to o.
@@ -65,8 +62,8 @@ func applyMountOption(opt string, o *mountOptions) error {
 		o.Debug = true
 	case opt == "remount":
 		return usagef("mount option remount: not supported yet (unmount and mount again) (EINVAL)")
-	case mountOptionsNotApplied[opt] != "":
-		o.Warnings = append(o.Warnings, fmt.Sprintf("mount option %s is not applied yet: %s", opt, mountOptionsNotApplied[opt]))
+	case vfsFlags[opt]:
+		o.VFSFlags = append(o.VFSFlags, opt)
 	case hasValue && name == "size":
 		n, err := parseSize(value)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -28,6 +29,9 @@ type Options struct {
 	ReadOnly bool
 	// Debug logs every FUSE request and reply.
 	Debug bool
+	// MountFlags are suid/nosuid, dev/nodev, exec/noexec, applied to the
+	// mount in order (default nosuid,nodev,exec).
+	MountFlags []string
 	// Logger receives warnings and debug output. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -83,6 +87,14 @@ func Mount(fsys *reflinkfs.FS, mountpoint string, opt Options) (*Server, error) 
 	}
 	if opt.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
+	}
+	for _, f := range opt.MountFlags {
+		switch f {
+		case "suid", "nosuid", "dev", "nodev", "exec", "noexec":
+			mo.Options = append(mo.Options, f)
+		default:
+			return nil, fmt.Errorf("mount flag %q: %w", f, syscall.EINVAL)
+		}
 	}
 
 	srv, err := fuse.NewServer(fs, mountpoint, mo)
