@@ -31,6 +31,10 @@ const (
 	lockFile   = "lock"
 )
 
+// reservedBlocks are the device blocks before the allocatable ones: block 0
+// holds the device label (meta.EncodeLabel).
+const reservedBlocks = 1
+
 const (
 	defaultSize           = 64 << 30
 	defaultCacheSize      = 256 << 20
@@ -82,6 +86,10 @@ type FS struct {
 	// sbRebuilt is set when Recovery rebuilt a damaged superblock; Fsck
 	// reports it and repair writes it.
 	sbRebuilt bool
+	// labelSeq is the commit sequence the device label held at open, when
+	// it is ahead of the store (Recovery only; Fsck reports it).
+	labelAhead uint64
+	labelBuf   []byte // aligned block for writing the label
 
 	crcMu      sync.Mutex
 	pendingCRC map[uint64]uint32
@@ -190,7 +198,7 @@ func Create(dir string, opt Options) (*FS, error) {
 		txn.Set(meta.InodeKey(RootIno), root.Encode(RootIno)),
 	)
 	if err == nil {
-		_, err = alloc.Format(txn, blocks)
+		_, err = alloc.Format(txn, blocks, reservedBlocks)
 	}
 	if err == nil {
 		err = store.Commit(txn, true)
@@ -336,6 +344,10 @@ func (fsys *FS) load() error {
 		return fmt.Errorf("data device: %w", err)
 	}
 	fsys.dev = dev
+	fsys.labelBuf = device.AlignedBuffer(BlockSize)
+	if err := fsys.checkLabel(); err != nil {
+		return err
+	}
 	if dev.Size() < int64(sb.DeviceBlocks)*BlockSize {
 		return fmt.Errorf("data file is %d bytes, superblock says %d (truncated image?): %w", dev.Size(), int64(sb.DeviceBlocks)*BlockSize, syscall.EIO)
 	}
@@ -370,6 +382,40 @@ func (fsys *FS) load() error {
 		return nil
 	}
 	return fsys.processOrphans()
+}
+
+// checkLabel compares the commit recorded in the device label with the
+// store's: a store behind the label lost commits that were durable (its
+// write-ahead log was damaged or lost), which must not pass silently.
+func (fsys *FS) checkLabel() error {
+	if err := fsys.dev.ReadBlocks([][]byte{fsys.labelBuf}, meta.LabelBlock*BlockSize); err != nil {
+		return fmt.Errorf("reading the device label: %w", err)
+	}
+	seq, ok, err := meta.DecodeLabel(fsys.labelBuf)
+	if err != nil {
+		// Only a safety net: say so and carry on (the next commit rewrites it).
+		fsys.log.Warn("device label damaged; commit sequence not checked", "err", err)
+		return nil
+	}
+	if !ok || seq <= fsys.sb.CommitSeq {
+		return nil
+	}
+	if fsys.sbRebuilt {
+		fsys.sb.CommitSeq = seq // the rebuilt superblock cannot know it
+		return nil
+	}
+	if fsys.opt.Recovery {
+		fsys.labelAhead = seq
+		return nil
+	}
+	return fmt.Errorf("metadata store holds commit %d but commit %d was made durable: its write-ahead log was lost or damaged, and fsync'd changes are missing; restore the image from a backup, or run `reflinkfs fsck --repair %s` to accept the loss: %w",
+		fsys.sb.CommitSeq, seq, fsys.dir, syscall.EIO)
+}
+
+// writeLabel writes the device label for commit seq (not flushed).
+func (fsys *FS) writeLabel(seq uint64) error {
+	meta.EncodeLabel(fsys.labelBuf, seq)
+	return fsys.dev.WriteBlocks([][]byte{fsys.labelBuf}, meta.LabelBlock*BlockSize)
 }
 
 // maxInode returns the highest inode number in the store.
@@ -551,6 +597,10 @@ func (fsys *FS) commit() error {
 	if fsys.txn.Empty() && len(pending) == 0 {
 		return nil
 	}
+	// The label, flushed with the data, records the last durable commit.
+	if err := fsys.writeLabel(fsys.sb.CommitSeq); err != nil {
+		return fmt.Errorf("writing the device label: %w", err)
+	}
 	if err := fsys.dev.Flush(); err != nil {
 		return fmt.Errorf("flushing data device: %w", err)
 	}
@@ -568,7 +618,9 @@ func (fsys *FS) commit() error {
 		}
 	}
 	// 3. Metadata.
-	if err := fsys.txn.Set(meta.SuperKey(), fsys.sb.Encode()); err != nil {
+	next := fsys.sb
+	next.CommitSeq++
+	if err := fsys.txn.Set(meta.SuperKey(), next.Encode()); err != nil {
 		return err
 	}
 	if err := fsys.store.Commit(fsys.txn, true); err != nil {
@@ -578,6 +630,7 @@ func (fsys *FS) commit() error {
 		return fmt.Errorf("committing metadata: %w", err)
 	}
 	fsys.txn = fsys.store.NewTxn()
+	fsys.sb.CommitSeq = next.CommitSeq
 	fsys.commits.Add(1)
 	fsys.crcMu.Lock()
 	for b, c := range pending {
@@ -667,8 +720,14 @@ func (fsys *FS) Close() error {
 	if err == nil && !fsys.opt.ReadOnly {
 		// Move everything out of the WAL into tables: after a clean close the
 		// image does not depend on its log, so a lost or damaged log loses
-		// nothing.
+		// nothing. Then the label records the final commit.
 		err = fsys.store.Flush()
+		if err == nil {
+			err = fsys.writeLabel(fsys.sb.CommitSeq)
+		}
+		if err == nil {
+			err = fsys.dev.Flush()
+		}
 	}
 	return pathErr("close", fsys.dir, errors.Join(err, fsys.closeResources()))
 }
@@ -695,7 +754,7 @@ func (fsys *FS) Stats() Stats {
 	fsys.mu.Lock()
 	s := Stats{
 		BlockSize:    BlockSize,
-		DeviceBytes:  int64(fsys.sb.DeviceBlocks) * BlockSize,
+		DeviceBytes:  int64(fsys.sb.DeviceBlocks-reservedBlocks) * BlockSize,
 		FreeBytes:    int64(fsys.alloc.FreeBlocks()) * BlockSize,
 		LogicalBytes: fsys.mappedBlocks * BlockSize,
 		SharedBytes:  fsys.sharedBlocks * BlockSize,

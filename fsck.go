@@ -122,7 +122,10 @@ func (fsys *FS) Check(opt CheckOptions) (*FsckReport, error) {
 	if fsys.sbRebuilt {
 		s.problem("the superblock was damaged; rebuilt from the other records (device of %d blocks, next inode %d)", fsys.sb.DeviceBlocks, fsys.sb.NextIno)
 	}
-	if repair && !fsys.opt.ReadOnly && (s.repairable() || fsys.sbRebuilt) {
+	if fsys.labelAhead > 0 {
+		s.problem("the metadata store holds commit %d but commit %d was made durable: changes of the commits in between are lost (damaged write-ahead log)", fsys.sb.CommitSeq, fsys.labelAhead)
+	}
+	if repair && !fsys.opt.ReadOnly && (s.repairable() || fsys.sbRebuilt || fsys.labelAhead > 0) {
 		repaired, err := fsys.repair(s)
 		if err != nil {
 			return nil, pathErr("fsck repair", fsys.dir, err)
@@ -211,6 +214,15 @@ func (fsys *FS) repair(s *fsckState) ([]string, error) {
 	}
 	if n := len(s.dirtyInodes); n > 0 {
 		done = append(done, fmt.Sprintf("corrected counts or parents of %d inodes", n))
+	}
+	if fsys.labelAhead > 0 {
+		// Accept the loss: number commits on from the device's record.
+		fsys.sb.CommitSeq = fsys.labelAhead
+		fsys.labelAhead = 0
+		if err := txn.Set(meta.SuperKey(), fsys.sb.Encode()); err != nil {
+			return nil, err
+		}
+		done = append(done, fmt.Sprintf("accepted the loss of commits up to %d", fsys.sb.CommitSeq))
 	}
 	if err := fsys.store.Commit(txn, true); err != nil {
 		return nil, err
@@ -676,7 +688,9 @@ func (s *fsckState) segments() []countSeg {
 		at    uint64
 		delta int
 	}
-	ev := make([]event, 0, 2*len(s.refs))
+	ev := make([]event, 0, 2*len(s.refs)+2)
+	// The reserved blocks (device label) are in use, by no file.
+	ev = append(ev, event{0, +1}, event{reservedBlocks, -1})
 	for _, r := range s.refs {
 		ev = append(ev, event{r.start, +1}, event{r.start + r.n, -1})
 	}

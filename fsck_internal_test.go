@@ -154,3 +154,74 @@ func TestFsckRecoversDamagedFreeSpace(t *testing.T) {
 	}
 	f.Close()
 }
+
+// A metadata store that lost durable commits (its log damaged or lost) is
+// noticed through the device label: open refuses, fsck reports it, and
+// repair accepts the loss explicitly.
+func TestStoreBehindDeviceLabel(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "img")
+	fsys, err := Create(dir, Options{Size: 64 << 20, CommitInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(fsys *FS, name string) {
+		f, err := fsys.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt([]byte("data of "+name), 0)
+		f.Sync()
+		f.Close()
+	}
+	write(fsys, "a")
+	if err := fsys.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(t.TempDir(), "meta-old")
+	if err := os.CopyFS(old, os.DirFS(filepath.Join(dir, metaDir))); err != nil {
+		t.Fatal(err)
+	}
+	fsys, err = Open(dir, Options{CommitInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(fsys, "b")
+	write(fsys, "c")
+	fsys.Close()
+	// The store goes back in time; the data device does not.
+	os.RemoveAll(filepath.Join(dir, metaDir))
+	if err := os.Rename(old, filepath.Join(dir, metaDir)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, Options{}); err == nil || !strings.Contains(err.Error(), "write-ahead log") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("open of a store behind the device: %v", err)
+	}
+	fsys, err = Open(dir, Options{Recovery: true, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := fsys.Fsck(false); err != nil || rep.Clean() {
+		t.Fatalf("fsck did not report lost commits: %v %v", err, rep)
+	}
+	fsys.Close()
+	fsys, err = Open(dir, Options{Recovery: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := fsys.Fsck(true)
+	if err != nil || !rep.Clean() || !strings.Contains(strings.Join(rep.Repaired, ";"), "accepted the loss") {
+		t.Fatalf("repair: %v %+v", err, rep)
+	}
+	fsys.Close()
+	fsys, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("open after accepting the loss: %v", err)
+	}
+	defer fsys.Close()
+	if _, err := fsys.Stat("a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fsys.Stat("b"); err == nil {
+		t.Fatal("b survived in a store that never had it")
+	}
+}

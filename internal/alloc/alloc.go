@@ -54,13 +54,14 @@ func newAllocator(blocks uint64) *Allocator {
 	return &Allocator{blocks: blocks, free: btree.NewG(16, less), persisted: btree.NewG(16, less)}
 }
 
-// Format persists a fully free device of the given size and returns its allocator.
-func Format(txn kv.Txn, blocks uint64) (*Allocator, error) {
+// Format persists a free device of the given size, but for its first
+// reserved blocks, and returns its allocator.
+func Format(txn kv.Txn, blocks, reserved uint64) (*Allocator, error) {
 	a := newAllocator(blocks)
-	if blocks == 0 {
+	if blocks <= reserved {
 		return a, nil
 	}
-	r := Run{0, blocks}
+	r := Run{reserved, blocks - reserved}
 	a.insert(r)
 	return a, a.putFree(txn, r)
 }

@@ -35,7 +35,7 @@ func reload(t *testing.T, s kv.Store, txn kv.Txn, blocks uint64) *Allocator {
 func TestGoalAndQuarantine(t *testing.T) {
 	s := newStore(t)
 	txn := s.NewTxn()
-	a, err := Format(txn, 1000)
+	a, err := Format(txn, 1000, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestGoalAndQuarantine(t *testing.T) {
 func TestNoSpaceAndFragments(t *testing.T) {
 	s := newStore(t)
 	txn := s.NewTxn()
-	a, _ := Format(txn, 100)
+	a, _ := Format(txn, 100, 0)
 	// Free every other block of a full device.
 	all, _ := a.Alloc(txn, 100, NoHint)
 	if len(all) != 1 {
@@ -112,7 +112,7 @@ func TestRandomAgainstBitmap(t *testing.T) {
 	s := newStore(t)
 	txn := s.NewTxn()
 	const blocks = 4096
-	a, _ := Format(txn, blocks)
+	a, _ := Format(txn, blocks, 0)
 	used := make([]bool, blocks)
 	var live []Run
 	rng := rand.New(rand.NewPCG(3, 4))

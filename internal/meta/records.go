@@ -1,6 +1,7 @@
 package meta
 
 import (
+	"fmt"
 	"encoding/binary"
 )
 
@@ -11,6 +12,10 @@ type Super struct {
 	DeviceBlocks uint64 // size of the data device in blocks
 	NextIno      uint64 // inode numbers are never reused
 	NextGen      uint64 // generation given to the next inode
+	// CommitSeq numbers commits: the store holds commit CommitSeq. The data
+	// device's label records the last one made durable, so a store that
+	// lost commits (a damaged write-ahead log) is noticed.
+	CommitSeq uint64
 }
 
 func (s *Super) Encode() []byte {
@@ -21,6 +26,7 @@ func (s *Super) Encode() []byte {
 	b = binary.BigEndian.AppendUint64(b, s.DeviceBlocks)
 	b = binary.BigEndian.AppendUint64(b, s.NextIno)
 	b = binary.BigEndian.AppendUint64(b, s.NextGen)
+	b = binary.BigEndian.AppendUint64(b, s.CommitSeq)
 	return seal(SuperKey(), b)
 }
 
@@ -32,7 +38,7 @@ func DecodeSuper(val []byte) (Super, error) {
 	}
 	r := reader{b: p}
 	magic := r.u64()
-	s := Super{Version: r.u32(), BlockSize: r.u32(), DeviceBlocks: r.u64(), NextIno: r.u64(), NextGen: r.u64()}
+	s := Super{Version: r.u32(), BlockSize: r.u32(), DeviceBlocks: r.u64(), NextIno: r.u64(), NextGen: r.u64(), CommitSeq: r.u64()}
 	if err := r.done(key, "superblock"); err != nil {
 		return Super{}, err
 	}
@@ -245,4 +251,40 @@ func DecodeBytes(key, val []byte) ([]byte, error) {
 		return nil, err
 	}
 	return append([]byte(nil), p...), nil
+}
+
+// Device label: block 0 of the data device, reserved, written in every
+// commit's data flush with the sequence number of the last durable commit.
+const (
+	LabelBlock = 0
+	labelMagic = 0x52464c4b4c41424c // "RFLKLABL"
+)
+
+// EncodeLabel fills block (4096 bytes) with the label for commit seq.
+func EncodeLabel(block []byte, seq uint64) {
+	clear(block)
+	binary.BigEndian.PutUint64(block[0:], labelMagic)
+	binary.BigEndian.PutUint64(block[8:], seq)
+	binary.BigEndian.PutUint32(block[16:], Checksum(block[:16]))
+}
+
+// DecodeLabel returns the commit sequence recorded in a label block; ok is
+// false for a block that holds no label (a new image) and err is set for a
+// damaged one.
+func DecodeLabel(block []byte) (seq uint64, ok bool, err error) {
+	if len(block) < 20 {
+		return 0, false, fmt.Errorf("%w: label block of %d bytes", ErrCorrupt, len(block))
+	}
+	if binary.BigEndian.Uint64(block) != labelMagic {
+		for _, b := range block {
+			if b != 0 {
+				return 0, false, fmt.Errorf("%w: device label has no magic", ErrCorrupt)
+			}
+		}
+		return 0, false, nil
+	}
+	if binary.BigEndian.Uint32(block[16:]) != Checksum(block[:16]) {
+		return 0, false, fmt.Errorf("%w: device label checksum mismatch", ErrCorrupt)
+	}
+	return binary.BigEndian.Uint64(block[8:]), true, nil
 }
