@@ -19,6 +19,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"sync"
 	"syscall"
@@ -68,6 +69,12 @@ func ServeSource(src StatsSource, socketPath string, reg *prometheus.Registry) (
 		writeJSON(w, Info{Pid: os.Getpid()})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Profiles of the daemon, for explaining where time goes (root only: the
+	// socket is in the image directory). E.g.
+	//   curl --unix-socket IMAGE/control.sock http://x/debug/pprof/profile?seconds=10 > cpu.prof
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 
 	s := &server{
 		http: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
