@@ -130,9 +130,7 @@ func (fsys *FS) verify(ino, lblk, first uint64, data [][]byte) []error {
 // missBatch is how many missing blocks one device read may fill: large
 // enough for sequential reads to reach the device in big requests, small
 // enough that concurrent readers cannot pin the whole cache.
-func (fsys *FS) missBatch() int {
-	return max(1, min(256, int(fsys.cache.Stats().Frames/64)))
-}
+func (fsys *FS) missBatch() int { return fsys.readBatch }
 
 // parallelReadBlocks is the size of the pieces a large device read is split
 // into, read concurrently: the device serves several requests at once much

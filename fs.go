@@ -90,6 +90,7 @@ type FS struct {
 	// it is ahead of the store (Recovery only; Fsck reports it).
 	labelAhead uint64
 	labelBuf   []byte // aligned block for writing the label
+	readBatch  int    // see missBatch
 
 	crcMu      sync.Mutex
 	pendingCRC map[uint64]uint32
@@ -377,6 +378,7 @@ func (fsys *FS) load() error {
 	if err != nil {
 		return err
 	}
+	fsys.readBatch = max(1, min(256, int(fsys.cache.Stats().Frames/64)))
 	fsys.txn = store.NewTxn()
 	if fsys.opt.ReadOnly {
 		return nil
