@@ -1,8 +1,8 @@
 package meta
 
 import (
-	"fmt"
 	"encoding/binary"
+	"fmt"
 )
 
 // Super is the superblock: format identity and allocation counters.
