@@ -19,26 +19,8 @@ import (
 	"time"
 
 	"github.com/reflinkfs/reflinkfs/internal/control"
+	"github.com/reflinkfs/reflinkfs/internal/testenv"
 )
-
-// requireFuse skips mount tests where FUSE cannot work, unless
-// REFLINKFS_REQUIRE_FUSE=1 (CI), where that is a failure.
-func requireFuse(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "/dev/fuse missing"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("REFLINKFS_REQUIRE_FUSE") == "1" {
-		t.Fatalf("mount test cannot run (%s) and REFLINKFS_REQUIRE_FUSE=1", why)
-	}
-	t.Skipf("mount test skipped: %s (set REFLINKFS_REQUIRE_FUSE=1 to make this a failure)", why)
-}
 
 type result struct {
 	stdout, stderr string
@@ -125,7 +107,7 @@ func statsJSON(t *testing.T, bin, mp string) control.Report {
 // umount, fsck, remount, the mount(8) helper and a foreground daemon stopped
 // by SIGTERM.
 func TestEndToEnd(t *testing.T) {
-	requireFuse(t)
+	testenv.RequireFUSE(t)
 	if _, err := exec.LookPath("cp"); err != nil {
 		t.Fatal("cp not found")
 	}

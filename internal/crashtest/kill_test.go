@@ -11,6 +11,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/reflinkfs/reflinkfs/internal/testenv"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -27,25 +28,6 @@ var (
 	killRounds = flag.Int("kill.rounds", 5, "daemon kills in TestKillDaemonWhileWriting")
 	killSeed   = flag.Uint64("kill.seed", 0, "seed of the writer and the kill times (0: from the clock, logged)")
 )
-
-// requireFuse skips mount tests where FUSE cannot work, unless
-// REFLINKFS_REQUIRE_FUSE=1, where that is a failure.
-func requireFuse(t *testing.T) {
-	t.Helper()
-	why := ""
-	if os.Geteuid() != 0 {
-		why = "not root"
-	} else if _, err := os.Stat("/dev/fuse"); err != nil {
-		why = "/dev/fuse missing"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("REFLINKFS_REQUIRE_FUSE") == "1" {
-		t.Fatalf("mount test cannot run (%s) and REFLINKFS_REQUIRE_FUSE=1", why)
-	}
-	t.Skipf("mount test skipped: %s (set REFLINKFS_REQUIRE_FUSE=1 to make this a failure)", why)
-}
 
 // buildReflinkfs builds the command into a temporary directory.
 func buildReflinkfs(t *testing.T) string {
@@ -308,7 +290,7 @@ func (s *writerState) check(t *testing.T, dir string) {
 // writer fsyncs, several times, checking fsck and the fsync'd data after
 // each kill.
 func TestKillDaemonWhileWriting(t *testing.T) {
-	requireFuse(t)
+	testenv.RequireFUSE(t)
 	bin := buildReflinkfs(t)
 	base := t.TempDir()
 	img, mp := filepath.Join(base, "img"), filepath.Join(base, "mnt")

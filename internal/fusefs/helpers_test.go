@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/reflinkfs/reflinkfs/internal/testenv"
 	"io"
 	"log/slog"
 	"os"
@@ -15,26 +16,12 @@ import (
 	"github.com/reflinkfs/reflinkfs"
 )
 
-// fuseRequired reports whether a missing FUSE or tool must fail the test.
-func fuseRequired() bool { return os.Getenv("REFLINKFS_REQUIRE_FUSE") == "1" }
-
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if fuseRequired() {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "mount tests need root")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		skipOrFail(t, "mount tests need /dev/fuse: %v", err)
-	}
-}
+// The FUSE gate lives in internal/testenv, shared with the other mount tests.
+var (
+	fuseRequired = testenv.FUSERequired
+	skipOrFail   = testenv.SkipOrFail
+	requireFUSE  = testenv.RequireFUSE
+)
 
 // requireTool returns the path of a command-line tool the test runs.
 func requireTool(t testing.TB, name string) string {

@@ -12,6 +12,7 @@ package mounttest
 import (
 	"flag"
 	"fmt"
+	"github.com/reflinkfs/reflinkfs/internal/testenv"
 	"log/slog"
 	"os"
 	"strings"
@@ -56,20 +57,6 @@ func sharedMmapHelper(t testing.TB) *MmapHelper {
 		t.Fatal(mmapErr)
 	}
 	return mmapShared
-}
-
-func requireFUSE(t testing.TB) {
-	t.Helper()
-	skip := t.Skipf
-	if os.Getenv("REFLINKFS_REQUIRE_FUSE") == "1" {
-		skip = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		skip("mount tests need root")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		skip("mount tests need /dev/fuse: %v", err)
-	}
 }
 
 // testLogger passes the adapter's warnings to the test log.
@@ -158,7 +145,7 @@ func triage(t *testing.T, mount mt.Factory, f *mt.Failure) {
 }
 
 func TestModelMount(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	cf := mountFactory(t)
 	without, err := mt.ParseKinds(*modelWithout)
 	if err != nil {

@@ -2,6 +2,7 @@ package mounttest
 
 import (
 	"bytes"
+	"github.com/reflinkfs/reflinkfs/internal/testenv"
 	"strings"
 	"testing"
 
@@ -44,7 +45,7 @@ var mountRegressions = []struct {
 }
 
 func TestMountRegressions(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	mount := mountFactory(t)
 	lib := libFactory(t)
 	for _, r := range mountRegressions {
@@ -62,7 +63,7 @@ func TestMountRegressions(t *testing.T) {
 // TestMountIOPaths checks that generated sequences reach the kernel by
 // every data path: plain, O_DIRECT and mmap reads and writes.
 func TestMountIOPaths(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	cf := mountFactory(t)
 	for seed := uint64(1); seed <= 4; seed++ {
 		if f := mt.RunFresh(cf.make, mt.Generate(seed, mt.GenOptions{Ops: 40, Detach: true}), mt.RunOptions{}); f != nil {
@@ -86,7 +87,7 @@ func TestMountIOPaths(t *testing.T) {
 // CloseDetached return only once the engine has freed the file, although
 // the kernel sends FUSE_RELEASE after close(2) has returned.
 func TestMountRemoveWaitsForRelease(t *testing.T) {
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	tg, err := New(t.TempDir(), t.TempDir(), Options{Logger: testLogger(t), Mmap: sharedMmapHelper(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +173,7 @@ func TestInexpressibleCopy(t *testing.T) {
 		t.Errorf("through the library:\n%s", mt.Report(f, mt.ShrinkStats{}))
 	}
 
-	requireFUSE(t)
+	testenv.RequireFUSE(t)
 	mount := mountFactory(t)
 	f := mt.RunFresh(mount.make, ops, mt.RunOptions{})
 	if f == nil || f.Step != 2 || f.Class != mt.ClassResult || !strings.Contains(f.Msg, "cannot be issued through FUSE") {
