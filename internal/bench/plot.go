@@ -95,7 +95,7 @@ func savePlot(p *plot.Plot, legend *plot.Legend, entries int, path string) error
 	const width, height = 7 * vg.Inch, 4.5 * vg.Inch
 	legend.Top, legend.Left = true, true
 	legend.XOffs = vg.Points(40)
-	strip := vg.Points(16)*vg.Length(entries) + vg.Points(8)
+	strip := vg.Points(13)*vg.Length(entries) + vg.Points(6)
 	img := vgimg.New(width, height+strip)
 	dc := draw.New(img)
 	p.Draw(draw.Crop(dc, 0, 0, strip, 0))

@@ -19,6 +19,7 @@ const (
 	mCachedRead   = "cached_read"        // B/s, second read
 	mReaderCPU    = "reader_cpu_per_gib" // s of the reading thread's CPU per GiB (cached read)
 	mDaemonCPU    = "daemon_cpu_per_gib" // s of the reflinkfs daemon's CPU per GiB (cached read)
+	mDaemonCPUUnc = "daemon_cpu_per_gib_uncached"
 	mCachedSecs   = "cached_read_s_per_gib"
 	seedRead      = 404
 )
@@ -54,11 +55,15 @@ func (r *run) readThroughput(ctx context.Context) error {
 					return err
 				}
 				path := filepath.Join(t.dir(w), "file")
+				pid := r.env.DaemonPID()
+				cpuU, err := processCPU(pid)
+				if err != nil {
+					return err
+				}
 				first, err := readFile(path, bs)
 				if err != nil {
 					return err
 				}
-				pid := r.env.DaemonPID()
 				cpu0, err := processCPU(pid)
 				if err != nil {
 					return err
@@ -80,6 +85,7 @@ func (r *run) readThroughput(ctx context.Context) error {
 				r.rec.Add(w, mReaderCPU, cs, float64(bs), t.key, unitSeconds, second.CPU.Seconds()/gib)
 				if t.isReflinkfs() {
 					r.rec.Add(w, mDaemonCPU, cs, float64(bs), t.key, unitSeconds, (cpu1-cpu0).Seconds()/gib)
+					r.rec.Add(w, mDaemonCPUUnc, cs, float64(bs), t.key, unitSeconds, (cpu0-cpuU).Seconds()/gib)
 				}
 			}
 			r.log.Printf("[read] %s run %d/%d: cached XFS %s, reflinkfs %s", cs, i+1, r.cfg.Runs,
