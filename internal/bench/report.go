@@ -78,7 +78,7 @@ func buildTables(rec *Recorder, cfg *Config) []Table {
 		}
 		t.Notes = []string{"random: every 4 KiB block of the file written once, in random order, with O_DIRECT, then fsync; both file systems allocate in write order, " +
 			"so nearly every block is its own extent, but the blocks together fill one physical region. interleaved: the same, alternating block by block with a second file, " +
-			"so no two blocks of the file are physically adjacent (an aged file system); XFS keeps reference counts per physical range, so only this layout gives it one per block. " +
+			"so no two blocks of the file are physically adjacent (an aged file system). " +
 			"Extent counts: xfs_io fiemap (XFS), reflinkfs fiemap. unlink + sync on XFS includes waiting for background inode inactivation (a synchronous XFS_IOC_FREE_EOFBLOCKS scan), " +
 			"where XFS frees the extents; reflinkfs releases them inside unlink."}
 		for _, cs := range rec.Cases(WorkloadLibrary, mCloneCall) {

@@ -54,8 +54,7 @@ const (
 	layoutRandom = "random"
 	// layoutInterleaved: the same, alternating block by block with a second
 	// file, so no two blocks of the file are physically adjacent: what a
-	// file on an aged file system looks like. XFS's reference counts are
-	// per physical range, so this layout is what makes them many.
+	// file on an aged file system looks like.
 	layoutInterleaved = "interleaved"
 )
 
