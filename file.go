@@ -600,6 +600,9 @@ func (f *File) pairOp(opName string, src *File, fn func(op *opState) error) erro
 // flushShared writes back dirty data of src's blocks [lblk, lblk+n) so that
 // blocks are clean before they become shared. Called with fs.mu held.
 func (fsys *FS) flushShared(src *inode, lblk, n uint64) error {
+	if fsys.fresh.Len() == 0 {
+		return nil // nothing written since the last commit: nothing dirty
+	}
 	ms, err := fsys.extentsIn(src, lblk, lblk+n)
 	if err != nil {
 		return err

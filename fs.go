@@ -651,13 +651,20 @@ func (fsys *FS) commit() error {
 	if fsys.opt.Storage != nil && fsys.opt.Storage.OnCommit != nil {
 		fsys.opt.Storage.OnCommit()
 	}
-	for ino, in := range fsys.inodes {
-		if in.refs == 0 {
-			delete(fsys.inodes, ino)
+	// Idle inodes stay cached (their extent maps are expensive to reload
+	// through the store right after many changes) until the table grows.
+	if len(fsys.inodes) > maxIdleInodes {
+		for ino, in := range fsys.inodes {
+			if in.refs == 0 {
+				delete(fsys.inodes, ino)
+			}
 		}
 	}
 	return nil
 }
+
+// maxIdleInodes bounds the inode table: past it, commits drop idle inodes.
+const maxIdleInodes = 4096
 
 // maybeCommit commits when the running transaction has grown large. Called
 // by operations after they release their locks.
