@@ -783,6 +783,9 @@ func (fsys *FS) Stats() Stats {
 	return s
 }
 
+// ReadOnly reports whether the image was opened read-only.
+func (fsys *FS) ReadOnly() bool { return fsys.opt.ReadOnly }
+
 // DropCache writes back and then evicts every cached block (for benchmarks
 // and tests, like writing 3 to /proc/sys/vm/drop_caches).
 func (fsys *FS) DropCache() error {

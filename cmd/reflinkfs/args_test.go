@@ -106,6 +106,12 @@ func TestParseMountOptions(t *testing.T) {
 		t.Errorf("ro,rw: ReadOnly=%v err=%v; want false, nil", o.ReadOnly, err)
 	}
 
+	// remount is recognised (it changes an existing mount's flags).
+	o = mountOptions{}
+	if err := parseMountOptions([]string{"remount,ro"}, &o); err != nil || !o.Remount || !o.ReadOnly {
+		t.Errorf("remount,ro: %+v, err %v", o, err)
+	}
+
 	// suid/dev/exec flags are passed on to mount(2), in order.
 	o = mountOptions{}
 	if err := parseMountOptions([]string{"noexec,suid,nodev"}, &o); err != nil || strings.Join(o.VFSFlags, ",") != "noexec,suid,nodev" || len(o.Warnings) != 0 {
@@ -113,8 +119,6 @@ func TestParseMountOptions(t *testing.T) {
 	}
 
 	bad := map[string]string{
-		"remount":         "remount: not supported yet",
-		"rw,remount":      "remount: not supported yet",
 		"size=lots":       "mount option size=lots: not a size",
 		"cache_size=200%": "mount option cache_size=200%: percentage",
 		"frobnicate":      `unknown mount option "frobnicate"`,
@@ -243,7 +247,7 @@ func TestMountHelperArgs(t *testing.T) {
 	}{
 		{[]string{img, mp, "-f", "-o", "rw,size=1G,cache_size=10%,noatime,_netdev"}, exitOK},
 		{[]string{"-f", "-n", "-s", "-v", "-t", "fuse.reflinkfs", img, mp, "-orw"}, exitOK},
-		{[]string{img, mp, "-f", "-o", "remount"}, exitUsage},
+		{[]string{img, mp, "-f", "-o", "remount"}, exitOK},
 		{[]string{img, mp, "-f", "-o", "bogus"}, exitUsage},
 		{[]string{img, mp, "-f", "-o"}, exitUsage},
 		{[]string{img, "-f"}, exitUsage},

@@ -314,13 +314,32 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := runBin(t, helper, img, mp, "-o", "remount,rw")
-		if r.code != exitUsage || !strings.Contains(r.stderr, "remount") {
-			t.Errorf("helper -o remount: exit %d, %q", r.code, r.stderr)
+		if r.code != exitFailure || !strings.Contains(r.stderr, "not mounted") {
+			t.Errorf("helper -o remount of nothing: exit %d, %q", r.code, r.stderr)
 		}
 		mustRun(t, helper, img, mp, "-o", "ro,noatime,nosuid,nodev,_netdev,cache_size=5%,x-systemd.automount")
 		assertContent(t, a, orig)
 		if err := os.WriteFile(filepath.Join(mp, "new"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
 			t.Errorf("write on an ro mount: %v, want EROFS", err)
+		}
+		// A daemon serving the image read-only cannot become writable.
+		if r := runBin(t, helper, img, mp, "-o", "remount,rw"); r.code != exitFailure || !strings.Contains(r.stderr, "read-only") {
+			t.Errorf("remount,rw of a read-only daemon: exit %d, %q", r.code, r.stderr)
+		}
+		mustRun(t, bin, "umount", mp)
+		// mount -o remount,ro / remount,rw change a live read-write mount.
+		mustRun(t, helper, img, mp, "-o", "rw")
+		mustRun(t, helper, img, mp, "-o", "remount,ro")
+		if err := os.WriteFile(filepath.Join(mp, "new"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("write after remount,ro: %v, want EROFS", err)
+		}
+		mustRun(t, helper, img, mp, "-o", "remount,rw")
+		if err := os.WriteFile(filepath.Join(mp, "new"), []byte("x"), 0o644); err != nil {
+			t.Errorf("write after remount,rw: %v", err)
+		}
+		mustRun(t, helper, img, mp, "-o", "remount,ro")
+		if err := os.WriteFile(filepath.Join(mp, "new2"), []byte("x"), 0o644); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("write after remount,ro: %v, want EROFS", err)
 		}
 		mustRun(t, bin, "umount", mp)
 	})

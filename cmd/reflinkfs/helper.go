@@ -86,6 +86,12 @@ func runMountHelper(args []string, stdout, stderr io.Writer) int {
 	if fake {
 		return exitOK
 	}
+	if cfg.Remount {
+		if err := remount(cfg); err != nil {
+			return fail(exitFailure, "%v", err)
+		}
+		return exitOK
+	}
 	if err := startDaemon(cfg); err != nil {
 		return fail(exitFailure, "%v", err)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +46,7 @@ type mountConfig struct {
 	Debug      bool
 	Metrics    string // TCP address for /metrics, or ""
 	VFSFlags   []string
+	Remount    bool
 	Warnings   []string
 }
 
@@ -101,6 +103,9 @@ Options for -o (comma separated, also used by mount -t fuse.reflinkfs):
 			for _, w := range cfg.Warnings {
 				fmt.Fprintf(os.Stderr, "reflinkfs: warning: %s\n", w)
 			}
+			if cfg.Remount {
+				return remount(cfg)
+			}
 			if f.daemon {
 				return startDaemon(cfg)
 			}
@@ -131,7 +136,8 @@ func resolveMountConfig(f *mountFlags) (mountConfig, error) {
 	if err := parseMountOptions(f.options, &opts); err != nil {
 		return mountConfig{}, err
 	}
-	cfg := mountConfig{ReadOnly: opts.ReadOnly, Debug: opts.Debug, Metrics: f.metricsAddr, VFSFlags: opts.VFSFlags, Warnings: opts.Warnings}
+	cfg := mountConfig{ReadOnly: opts.ReadOnly, Debug: opts.Debug, Metrics: f.metricsAddr, VFSFlags: opts.VFSFlags,
+		Remount: opts.Remount, Warnings: opts.Warnings}
 
 	var err error
 	switch {
@@ -527,4 +533,64 @@ func unwrapNetError(err error) error {
 		return op.Err
 	}
 	return err
+}
+
+// remount changes the flags of the mount at cfg.MountPoint: read-only or
+// read-write, and suid/dev/exec. The kernel applies them to a FUSE mount
+// itself (the daemon keeps running; a read-only mount refuses writes in
+// the VFS before they reach it). Options not given take the mount's
+// defaults (rw,nosuid,nodev,exec), as for a new mount.
+func remount(cfg mountConfig) error {
+	m, err := checkReflinkfsMount(cfg.MountPoint)
+	if err != nil {
+		return err
+	}
+	if !cfg.ReadOnly && filepath.IsAbs(m.Source) {
+		// A daemon serving the image read-only cannot become writable.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		info, err := control.NewClient(filepath.Join(m.Source, control.SocketName)).Info(ctx)
+		cancel()
+		if err == nil && info.ReadOnly {
+			return fmt.Errorf("remount %s read-write: its daemon serves %s read-only; unmount it and mount it again without -o ro", cfg.MountPoint, m.Source)
+		}
+	}
+	flags := uintptr(syscall.MS_REMOUNT | syscall.MS_NOSUID | syscall.MS_NODEV)
+	if cfg.ReadOnly {
+		flags |= syscall.MS_RDONLY
+	}
+	for _, f := range cfg.VFSFlags {
+		switch f {
+		case "suid":
+			flags &^= syscall.MS_NOSUID
+		case "nosuid":
+			flags |= syscall.MS_NOSUID
+		case "dev":
+			flags &^= syscall.MS_NODEV
+		case "nodev":
+			flags |= syscall.MS_NODEV
+		case "exec":
+			flags &^= syscall.MS_NOEXEC
+		case "noexec":
+			flags |= syscall.MS_NOEXEC
+		}
+	}
+	if err := syscall.Mount("", cfg.MountPoint, "", flags, ""); err != nil {
+		return fmt.Errorf("remount %s: %w", cfg.MountPoint, err)
+	}
+	return nil
+}
+
+// checkReflinkfsMount refuses to remount what is not a FUSE mount.
+func checkReflinkfsMount(mountPoint string) (mountEntry, error) {
+	m, mp, err := lookupMount(mountPoint)
+	if errors.Is(err, errNotMounted) {
+		return m, fmt.Errorf("remount %s: not mounted", mp)
+	}
+	if err != nil {
+		return m, fmt.Errorf("remount %s: %w", mountPoint, err)
+	}
+	if !isFuseMount(m) {
+		return m, fmt.Errorf("remount %s: not a reflinkfs mount (type %s)", mp, m.FsType)
+	}
+	return m, nil
 }

@@ -16,6 +16,9 @@ type mountOptions struct {
 	// VFSFlags are suid/nosuid, dev/nodev, exec/noexec in the order given
 	// (the last of a pair wins); they become mount(2) flags.
 	VFSFlags []string
+	// Remount changes the flags of an existing mount (ro/rw, suid, dev,
+	// exec) instead of mounting.
+	Remount bool
 	// Warnings name options that were accepted but cannot take effect.
 	Warnings []string
 }
@@ -61,7 +64,7 @@ func applyMountOption(opt string, o *mountOptions) error {
 	case opt == "debug":
 		o.Debug = true
 	case opt == "remount":
-		return usagef("mount option remount: not supported yet (unmount and mount again) (EINVAL)")
+		o.Remount = true
 	case vfsFlags[opt]:
 		o.VFSFlags = append(o.VFSFlags, opt)
 	case hasValue && name == "size":

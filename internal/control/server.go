@@ -35,7 +35,8 @@ const SocketName = "control.sock"
 
 // Info describes the serving daemon.
 type Info struct {
-	Pid int `json:"pid"`
+	Pid      int  `json:"pid"`
+	ReadOnly bool `json:"read_only"` // the image is open read-only
 }
 
 // Serve starts the control server for fsys on socketPath and returns a Closer
@@ -61,12 +62,17 @@ func ServeSource(src StatsSource, socketPath string, reg *prometheus.Registry) (
 		return nil, err
 	}
 
+	// A source that knows it is read-only says so in /info (remount uses it).
+	readOnly := false
+	if ro, ok := src.(interface{ ReadOnly() bool }); ok {
+		readOnly = ro.ReadOnly()
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, NewReport(src.Stats()))
 	})
 	mux.HandleFunc("GET /info", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, Info{Pid: os.Getpid()})
+		writeJSON(w, Info{Pid: os.Getpid(), ReadOnly: readOnly})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	// Profiles of the daemon, for explaining where time goes (root only: the
