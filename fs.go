@@ -378,7 +378,7 @@ func (fsys *FS) load() error {
 	if err != nil {
 		return err
 	}
-	fsys.readBatch = max(1, min(256, int(fsys.cache.Stats().Frames/64)))
+	fsys.readBatch = max(1, min(256, int(fsys.cache.Frames()/64)))
 	fsys.txn = store.NewTxn()
 	if fsys.opt.ReadOnly {
 		return nil
@@ -684,8 +684,7 @@ func (fsys *FS) maybeCommit() {
 // Written-back blocks stay cached, clean; they are still fresh, so later
 // writes in this transaction still go in place.
 func (fsys *FS) throttleDirty() {
-	st := fsys.cache.Stats()
-	if st.Dirty*4 < st.Frames {
+	if fsys.cache.DirtyFrames()*4 < fsys.cache.Frames() {
 		return
 	}
 	if err := fsys.cache.FlushDirty(0, ^uint64(0), fsys.writeBackRun); err != nil {

@@ -47,6 +47,7 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -172,6 +173,7 @@ type shard struct {
 	frames    []Frame // the whole arena's frames; ids below index it
 	index     map[uint64]int32
 	retired   map[uint64]int32 // block → detached frame whose write is still in flight
+	dirty     *atomic.Int64    // the cache's count of dirty frames, shared by all shards
 	lo, n     int32            // the shard's frames are [lo, lo+n)
 	hand      int32            // CLOCK hand, relative to lo
 	free      []int32
@@ -192,7 +194,15 @@ type Cache struct {
 	shift       uint // shard = block*mixer >> shift
 	writeBack   func(block uint64, data []byte) error
 	reserveWait time.Duration
+	dirty       atomic.Int64 // dirty frames in all shards (read without locks)
 }
+
+// DirtyFrames is the number of dirty frames, read without taking any lock
+// (for write throttling on the hot path; Stats is exact but locks every shard).
+func (c *Cache) DirtyFrames() int64 { return c.dirty.Load() }
+
+// Frames is the number of frames of the arena.
+func (c *Cache) Frames() int64 { return int64(len(c.frames)) }
 
 // New allocates the arena and returns an empty cache.
 func New(cfg Config) (*Cache, error) {
@@ -237,6 +247,7 @@ func New(cfg Config) (*Cache, error) {
 		s.retired = make(map[uint64]int32)
 		s.free = make([]int32, 0, s.n)
 		s.dirtyList = make([]int32, 0, s.n)
+		s.dirty = &c.dirty
 		for i := hi - 1; i >= lo; i-- { // pop order = ascending frame order
 			c.frames[i].id = int32(i)
 			c.frames[i].shard = uint32(k)
@@ -771,6 +782,7 @@ func (s *shard) markDirty(f *Frame) {
 	f.flags |= fDirty
 	f.dirtyPos = int32(len(s.dirtyList))
 	s.dirtyList = append(s.dirtyList, f.id)
+	s.dirty.Add(1)
 }
 
 // clearDirty removes f from the dirty list by moving the last entry into its place.
@@ -782,6 +794,7 @@ func (s *shard) clearDirty(f *Frame) {
 	s.dirtyList = s.dirtyList[:last]
 	f.dirtyPos = -1
 	f.flags &^= fDirty
+	s.dirty.Add(-1)
 }
 
 func (s *shard) popFree() (int32, bool) {

@@ -1196,3 +1196,34 @@ func TestDropAll(t *testing.T) {
 		c.Unpin(f)
 	}
 }
+
+func TestDirtyFramesCounter(t *testing.T) {
+	c, err := New(Config{Bytes: 64 * FrameSize, WriteBack: func(uint64, []byte) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var frames []*Frame
+	for b := uint64(0); b < 5; b++ {
+		f, _, err := c.GetOrReserve(b, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Loaded(f, nil)
+		c.MarkDirty(f)
+		frames = append(frames, f)
+	}
+	if got := c.DirtyFrames(); got != 5 || got != c.Stats().Dirty {
+		t.Fatalf("dirty %d, stats %d", got, c.Stats().Dirty)
+	}
+	for _, f := range frames {
+		c.Unpin(f)
+	}
+	c.Invalidate(0) // discards a dirty frame
+	if err := c.FlushDirty(0, 3, func(uint64, [][]byte) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.DirtyFrames(); got != 2 || got != c.Stats().Dirty {
+		t.Fatalf("after invalidate and flush: dirty %d, stats %d", got, c.Stats().Dirty)
+	}
+}
