@@ -8,6 +8,7 @@ func (fsys *FS) Abandon() {
 		<-fsys.commitDone
 		fsys.stopCommit = nil
 	}
+	fsys.stopPrefetch()
 	fsys.mu.Lock()
 	fsys.closed = true
 	fsys.mu.Unlock()

@@ -18,6 +18,9 @@ type File struct {
 	name   string
 	flag   int
 	closed atomic.Bool
+	// Readahead state (a heuristic: racing readers only make it guess worse).
+	raNext atomic.Int64 // where a sequential reader continues
+	raDone atomic.Int64 // prefetched up to here
 }
 
 // Ino returns the file's inode number.
@@ -179,10 +182,58 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if err := f.fsys.readLocked(f.in, p[:n], off); err != nil {
 		return 0, f.err("read", err)
 	}
+	end := off + int64(n)
+	if f.raNext.Swap(end) == off && end < size {
+		f.readAhead(end, size)
+	}
 	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// readAheadBytes is how far ahead of a sequential reader blocks are read
+// into the cache, in the background, so the device works while the reader
+// copies and replies.
+const readAheadBytes = 4 << 20
+
+// readAhead starts loading [from, from+readAheadBytes) (capped at size) into
+// the cache unless most of it is loaded or being loaded already.
+func (f *File) readAhead(from, size int64) {
+	done := f.raDone.Load()
+	if done-from >= readAheadBytes/2 {
+		return
+	}
+	start := max(from, done)
+	stop := min(from+readAheadBytes, size)
+	if stop <= start || !f.raDone.CompareAndSwap(done, stop) {
+		return
+	}
+	fsys, in := f.fsys, f.in
+	if !fsys.startPrefetch() {
+		return
+	}
+	go func() {
+		defer fsys.prefetching.Done()
+		// The inode lock keeps the blocks referenced while they are read.
+		in.lock.RLock()
+		defer in.lock.RUnlock()
+		var ms []mapping
+		if err := fsys.readMeta(func() error {
+			var err error
+			ms, err = fsys.extentsIn(in, uint64(start)/BlockSize, (uint64(stop)+BlockSize-1)/BlockSize)
+			return err
+		}); err != nil {
+			return
+		}
+		for _, m := range ms {
+			if !m.unwritten {
+				// Errors are counted and logged by verify; the reader that
+				// needs the block gets them again.
+				fsys.visitRun(in.ino, m.lblk, m.pblk, int(m.n), func(int, []byte) {})
+			}
+		}
+	}()
 }
 
 // mutate runs fn with the file's lock held exclusively and the commit gate

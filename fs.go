@@ -97,6 +97,11 @@ type FS struct {
 
 	stopCommit chan struct{}
 	commitDone chan struct{}
+	// prefetching counts readahead goroutines; Close stops new ones
+	// (prefetchClosed, under prefetchMu) and waits for the running ones.
+	prefetching    sync.WaitGroup
+	prefetchMu     sync.Mutex
+	prefetchClosed bool
 
 	commits        atomic.Int64
 	checksumErrors atomic.Int64
@@ -717,6 +722,7 @@ func (fsys *FS) Close() error {
 		<-fsys.commitDone
 		fsys.stopCommit = nil
 	}
+	fsys.stopPrefetch()
 	err := fsys.commit()
 	fsys.mu.Lock()
 	if fsys.closed {
@@ -780,6 +786,25 @@ func (fsys *FS) Stats() Stats {
 	s.ChecksumErrors = fsys.checksumErrors.Load()
 	s.Commits = fsys.commits.Load()
 	return s
+}
+
+// startPrefetch registers a readahead goroutine; false once closing.
+func (fsys *FS) startPrefetch() bool {
+	fsys.prefetchMu.Lock()
+	defer fsys.prefetchMu.Unlock()
+	if fsys.prefetchClosed {
+		return false
+	}
+	fsys.prefetching.Add(1)
+	return true
+}
+
+// stopPrefetch refuses new readaheads and waits for the running ones.
+func (fsys *FS) stopPrefetch() {
+	fsys.prefetchMu.Lock()
+	fsys.prefetchClosed = true
+	fsys.prefetchMu.Unlock()
+	fsys.prefetching.Wait()
 }
 
 // ReadOnly reports whether the image was opened read-only.
