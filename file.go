@@ -314,6 +314,18 @@ func checkRange(off, length int64) error {
 	return nil
 }
 
+// checkFallocRange checks the range of a fallocate-style operation, where,
+// as in fallocate(2), a zero length is EINVAL.
+func checkFallocRange(off, length int64) error {
+	if err := checkRange(off, length); err != nil {
+		return err
+	}
+	if length == 0 {
+		return syscall.EINVAL
+	}
+	return nil
+}
+
 // WriteAt writes p at off, growing the file as needed.
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if err := checkRange(off, int64(len(p))); err != nil {
@@ -398,11 +410,8 @@ func (f *File) zeroEdges(op *opState, off, length int64) error {
 // PunchHole deallocates [off, off+length): whole blocks become holes, partial
 // blocks are zeroed. The size does not change.
 func (f *File) PunchHole(off, length int64) error {
-	if err := checkRange(off, length); err != nil {
+	if err := checkFallocRange(off, length); err != nil {
 		return f.err("punch", err)
-	}
-	if length == 0 {
-		return f.err("punch", syscall.EINVAL)
 	}
 	return f.mutate("punch", func(op *opState) error {
 		if err := f.zeroEdges(op, off, length); err != nil {
@@ -435,11 +444,8 @@ func (f *File) ZeroRangeKeepSize(off, length int64) error {
 }
 
 func (f *File) zeroRange(off, length int64, keepSize bool) error {
-	if err := checkRange(off, length); err != nil {
+	if err := checkFallocRange(off, length); err != nil {
 		return f.err("zero range", err)
-	}
-	if length == 0 {
-		return f.err("zero range", syscall.EINVAL)
 	}
 	return f.mutate("zero range", func(op *opState) error {
 		fsys := f.fsys
@@ -478,11 +484,8 @@ func (f *File) Allocate(off, length int64) error { return f.allocate(off, length
 func (f *File) AllocateKeepSize(off, length int64) error { return f.allocate(off, length, true) }
 
 func (f *File) allocate(off, length int64, keepSize bool) error {
-	if err := checkRange(off, length); err != nil {
+	if err := checkFallocRange(off, length); err != nil {
 		return f.err("allocate", err)
-	}
-	if length == 0 {
-		return f.err("allocate", syscall.EINVAL)
 	}
 	return f.mutate("allocate", func(op *opState) error {
 		fsys := f.fsys
@@ -531,11 +534,8 @@ func (f *File) allocate(off, length int64, keepSize bool) error {
 // UnshareRange gives the file private copies of the shared blocks in
 // [off, off+length), so later writes there need no copy.
 func (f *File) UnshareRange(off, length int64) error {
-	if err := checkRange(off, length); err != nil {
+	if err := checkFallocRange(off, length); err != nil {
 		return f.err("unshare", err)
-	}
-	if length == 0 {
-		return f.err("unshare", syscall.EINVAL)
 	}
 	return f.mutate("unshare", func(op *opState) error {
 		fsys := f.fsys

@@ -398,6 +398,7 @@ func (fsys *FS) freeInode(op *opState, in *inode) error {
 	}
 	// Point deletes, not a range deletion: every range tombstone in the
 	// running transaction would slow down each later iterator over it.
+	// Every key under the prefix goes, parsable or not.
 	xp := meta.InodePrefix(meta.PrefixXattr, in.ino)
 	var xkeys [][]byte
 	it := fsys.txn.NewIter(xp, meta.PrefixEnd(xp))
@@ -661,6 +662,25 @@ func (fsys *FS) reparent(in, a, b *inode) {
 	b.rec.Nlink++
 }
 
+// eachName calls fn, in name order, for every key of kind prefix (dirents,
+// xattrs) belonging to ino, with the name part of the key. Called with
+// fs.mu held; a key that does not parse is EIO.
+func (fsys *FS) eachName(prefix byte, ino uint64, fn func(name string, k, v []byte) error) error {
+	p := meta.InodePrefix(prefix, ino)
+	it := fsys.txn.NewIter(p, meta.PrefixEnd(p))
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		_, name, err := meta.ParseKeyName(prefix, it.Key())
+		if err != nil {
+			return fmt.Errorf("%v: %w", err, syscall.EIO)
+		}
+		if err := fn(name, it.Key(), it.Value()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ReadDirIno lists a directory (without "." and "..") in name order.
 func (fsys *FS) ReadDirIno(ino uint64) ([]DirEntry, error) {
 	var out []DirEntry
@@ -670,21 +690,14 @@ func (fsys *FS) ReadDirIno(ino uint64) ([]DirEntry, error) {
 			return err
 		}
 		fsys.putInode(dir)
-		p := meta.InodePrefix(meta.PrefixDirent, ino)
-		it := fsys.txn.NewIter(p, meta.PrefixEnd(p))
-		defer it.Close()
-		for ok := it.First(); ok; ok = it.Next() {
-			_, name, err := meta.ParseKeyName(meta.PrefixDirent, it.Key())
-			if err != nil {
-				return fmt.Errorf("%v: %w", err, syscall.EIO)
-			}
-			d, err := meta.DecodeDirent(it.Key(), it.Value())
+		return fsys.eachName(meta.PrefixDirent, ino, func(name string, k, v []byte) error {
+			d, err := meta.DecodeDirent(k, v)
 			if err != nil {
 				return fmt.Errorf("%v: %w", err, syscall.EIO)
 			}
 			out = append(out, DirEntry{Name: name, Ino: d.Ino, Mode: d.Type})
-		}
-		return nil
+			return nil
+		})
 	})
 	return out, pathErr("readdir", inoName(ino), err)
 }
@@ -808,17 +821,10 @@ func (fsys *FS) ListXattr(ino uint64) ([]string, error) {
 			return err
 		}
 		fsys.putInode(in)
-		p := meta.InodePrefix(meta.PrefixXattr, ino)
-		it := fsys.txn.NewIter(p, meta.PrefixEnd(p))
-		defer it.Close()
-		for ok := it.First(); ok; ok = it.Next() {
-			_, name, err := meta.ParseKeyName(meta.PrefixXattr, it.Key())
-			if err != nil {
-				return fmt.Errorf("%v: %w", err, syscall.EIO)
-			}
+		return fsys.eachName(meta.PrefixXattr, ino, func(name string, _, _ []byte) error {
 			names = append(names, name)
-		}
-		return nil
+			return nil
+		})
 	})
 	return names, pathErr("listxattr", inoName(ino), err)
 }

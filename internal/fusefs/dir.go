@@ -265,12 +265,17 @@ func (fs *fileSystem) listing(h *dirHandle, offset uint64) ([]reflinkfs.DirEntry
 	return h.entries, fuse.OK
 }
 
-func (fs *fileSystem) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+// handleListing returns the listing of the open directory handle in.Fh.
+func (fs *fileSystem) handleListing(in *fuse.ReadIn) ([]reflinkfs.DirEntry, fuse.Status) {
 	h := fs.dir(in.Fh)
 	if h == nil {
-		return fuse.EBADF
+		return nil, fuse.EBADF
 	}
-	entries, st := fs.listing(h, in.Offset)
+	return fs.listing(h, in.Offset)
+}
+
+func (fs *fileSystem) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	entries, st := fs.handleListing(in)
 	if !st.Ok() {
 		return st
 	}
@@ -284,11 +289,7 @@ func (fs *fileSystem) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse
 }
 
 func (fs *fileSystem) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	h := fs.dir(in.Fh)
-	if h == nil {
-		return fuse.EBADF
-	}
-	entries, st := fs.listing(h, in.Offset)
+	entries, st := fs.handleListing(in)
 	if !st.Ok() {
 		return st
 	}
