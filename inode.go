@@ -748,6 +748,65 @@ func (fsys *FS) SetAttrIno(ino uint64, set SetAttr) (Attr, error) {
 	return a, pathErr("setattr", inoName(ino), err)
 }
 
+// setIDToDrop is the set-ID bits the kernel removes from a non-directory
+// when an unprivileged caller changes its contents or owner: set-user-ID
+// always; set-group-ID if the file is group-executable or the caller is not
+// in the file's group. (A set-group-ID file without group execute marks
+// mandatory locking for its group.)
+func setIDToDrop(mode uint32, callerInGroup bool) uint32 {
+	if mode&syscall.S_IFMT == syscall.S_IFDIR {
+		return 0
+	}
+	drop := mode & syscall.S_ISUID
+	if mode&syscall.S_ISGID != 0 && (mode&syscall.S_IXGRP != 0 || !callerInGroup) {
+		drop |= syscall.S_ISGID
+	}
+	return drop
+}
+
+// DropSetID clears the set-ID bits a write, truncate or chown by an
+// unprivileged caller removes (see setIDToDrop) and reports whether the mode
+// changed. inGroup reports whether the caller is in a group (nil: always);
+// it is asked only about a set-group-ID file without group execute. The
+// common case, a file without set-ID bits, costs no transaction. The
+// engine's own File methods never call it: a library caller has no
+// credentials to check; the FUSE adapter calls it as the kernel asks.
+func (fsys *FS) DropSetID(ino uint64, inGroup func(gid uint32) bool) (bool, error) {
+	var mode, gid uint32
+	err := fsys.readMeta(func() error {
+		in, err := fsys.getInode(ino)
+		if err != nil {
+			return err
+		}
+		mode, gid = in.rec.Mode, in.rec.Gid
+		fsys.putInode(in)
+		return nil
+	})
+	if err != nil || setIDToDrop(mode, true)|setIDToDrop(mode, false) == 0 {
+		return false, pathErr("setattr", inoName(ino), err)
+	}
+	// inGroup may read /proc: ask outside the engine's locks.
+	member := inGroup == nil || inGroup(gid)
+	changed := false
+	err = fsys.withMeta(func(op *opState) error {
+		in, err := fsys.getInode(ino)
+		if err != nil {
+			return err
+		}
+		defer fsys.putInode(in)
+		// A chown meanwhile: the caller's membership is unknown; drop.
+		drop := setIDToDrop(in.rec.Mode, member && in.rec.Gid == gid)
+		if drop == 0 {
+			return nil
+		}
+		in.rec.Mode &^= drop
+		in.rec.Ctime = time.Now().UnixNano()
+		changed = true
+		return fsys.saveInode(in)
+	})
+	return changed, pathErr("setattr", inoName(ino), err)
+}
+
 // Xattr flags, as setxattr(2).
 const (
 	XattrCreate  = 1

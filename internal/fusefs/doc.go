@@ -62,6 +62,13 @@
 // gid, or the directory's gid when it is setgid (new directories then
 // inherit the setgid bit).
 //
+// CAP_HANDLE_KILLPRIV_V2 is negotiated: the daemon, not the kernel, removes
+// set-ID bits and file capabilities when a file's contents or owner change,
+// with the kernel's rules (killpriv.go, tested against the host file system).
+// In return the kernel checks security.capability once per inode instead of
+// before every change, so a copy_file_range or write into a known file is
+// one request.
+//
 // # Limits
 //
 //   - syncfs(2) never reaches a FUSE daemon (the kernel forwards FUSE_SYNCFS

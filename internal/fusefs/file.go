@@ -92,6 +92,9 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 	if fs.readOnly() {
 		return 0, fuse.EROFS
 	}
+	if err := fs.dropPrivileges(h.ino, &in.Caller, in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0); err != nil {
+		return 0, fs.status(err)
+	}
 	n, err := h.f.WriteAt(data, int64(in.Offset))
 	if err != nil && n == 0 {
 		return 0, fs.status(err)
@@ -160,6 +163,9 @@ func (fs *fileSystem) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fu
 	}
 	if in.Offset > 1<<63-1 || in.Length > 1<<63-1 || in.Offset+in.Length > 1<<63-1 {
 		return fuse.Status(syscall.EFBIG)
+	}
+	if err := fs.dropPrivileges(h.ino, &in.Caller, unprivileged(&in.InHeader)); err != nil {
+		return fs.status(err)
 	}
 	off, length := int64(in.Offset), int64(in.Length)
 	keepSize := in.Mode&fallocKeepSize != 0
@@ -244,6 +250,9 @@ func (fs *fileSystem) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRan
 	}
 	if in.OffIn > 1<<63-1 || in.OffOut > 1<<63-1 {
 		return 0, fuse.EINVAL
+	}
+	if err := fs.dropPrivileges(dst.ino, &in.Caller, unprivileged(&in.InHeader)); err != nil {
+		return 0, fs.status(err)
 	}
 	length := in.Len
 	if length > maxCopyChunk {

@@ -56,8 +56,9 @@ type node struct {
 
 	// xattrGen counts xattr changes; noXattrs is set only by a reader that
 	// saw no xattrs at generation xattrGen, so a racing change clears it.
-	xattrGen uint64
-	noXattrs bool
+	xattrGen     uint64
+	noXattrs     bool
+	noCapability bool // no security.capability (same rule as noXattrs)
 }
 
 // fileHandle is an open regular file.
@@ -362,6 +363,18 @@ func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *f
 	a, err := fs.fsys.SetAttrIno(in.NodeId, set)
 	if err != nil {
 		return fs.status(err)
+	}
+	if set.Size != nil || set.Uid != nil || set.Gid != nil {
+		// A truncate or chown: see killpriv.go. An explicit new mode wins.
+		kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && set.Mode == nil
+		if err := fs.dropPrivileges(in.NodeId, &in.Caller, kill); err != nil {
+			return fs.status(err)
+		}
+		if kill {
+			if a, err = fs.fsys.GetAttr(in.NodeId); err != nil {
+				return fs.status(err)
+			}
+		}
 	}
 	if set.Mode != nil && fs.acl {
 		if st := fs.chmodACL(in.NodeId, a.Mode); !st.Ok() {

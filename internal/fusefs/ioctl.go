@@ -53,6 +53,9 @@ func (fs *fileSystem) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []by
 			return fuse.EINVAL
 		}
 		return fs.withSource(in.Caller.Pid, args.SrcFd, func(src *reflinkfs.File, srcIno uint64) fuse.Status {
+			if err := fs.dropPrivileges(h.ino, &in.Caller, unprivileged(&in.InHeader)); err != nil {
+				return fs.status(err)
+			}
 			return fs.cloneWhole(h, src, srcIno)
 		})
 	case ioctl.IocCloneRange:
@@ -61,6 +64,9 @@ func (fs *fileSystem) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []by
 			return fuse.EINVAL
 		}
 		return fs.withSource(in.Caller.Pid, args.SrcFd, func(src *reflinkfs.File, srcIno uint64) fuse.Status {
+			if err := fs.dropPrivileges(h.ino, &in.Caller, unprivileged(&in.InHeader)); err != nil {
+				return fs.status(err)
+			}
 			return fs.cloneRange(h, src, srcIno, &args)
 		})
 	case ioctl.IocDedupeRange:

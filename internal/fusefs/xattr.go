@@ -26,13 +26,15 @@ func (fs *fileSystem) xattrNameAllowed(name string) bool {
 }
 
 // getXattrCached reads an xattr, answering ENODATA without the engine when
-// the inode is known to have no xattrs at all. The kernel asks for
-// security.capability before every write, and for ACLs on permission checks,
-// so this is a hot path.
+// the inode is known to have no xattrs at all (or, for security.capability,
+// not that one). The kernel asks for security.capability once per inode, we
+// check it on every write (killpriv.go), and the kernel asks for ACLs on
+// permission checks, so this is a hot path.
 func (fs *fileSystem) getXattrCached(ino uint64, name string) ([]byte, error) {
 	n := fs.nodeFor(ino)
+	capability := name == capabilityXattr
 	fs.nodesMu.Lock()
-	none, gen := n.noXattrs, n.xattrGen
+	none, gen := n.noXattrs || capability && n.noCapability, n.xattrGen
 	fs.nodesMu.Unlock()
 	if none {
 		return nil, syscall.ENODATA
@@ -40,6 +42,13 @@ func (fs *fileSystem) getXattrCached(ino uint64, name string) ([]byte, error) {
 	v, err := fs.fsys.GetXattr(ino, name)
 	if fs.status(err) != fuse.ENODATA {
 		return v, err
+	}
+	if capability {
+		fs.nodesMu.Lock()
+		if n.xattrGen == gen {
+			n.noCapability = true
+		}
+		fs.nodesMu.Unlock()
 	}
 	// Missing: learn whether the inode has any xattrs at all.
 	names, lerr := fs.fsys.ListXattr(ino)
@@ -59,7 +68,7 @@ func (fs *fileSystem) xattrChanged(ino uint64) {
 	n := fs.nodeFor(ino)
 	fs.nodesMu.Lock()
 	n.xattrGen++
-	n.noXattrs = false
+	n.noXattrs, n.noCapability = false, false
 	fs.nodesMu.Unlock()
 }
 
