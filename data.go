@@ -167,6 +167,17 @@ func (fsys *FS) readDevice(bufs [][]byte, first uint64) error {
 //
 // lblk is the file block that p maps, for error reports.
 func (fsys *FS) visitRun(ino, lblk, p uint64, n int, fn func(i int, data []byte)) error {
+	return fsys.pinRun(ino, lblk, p, n, func(i int, f *cache.Frame) {
+		fn(i, f.Data())
+		fsys.cache.Unpin(f)
+	})
+}
+
+// pinRun calls take, in order, with the pinned, valid frames of physical
+// blocks [p, p+n), reading missing blocks from the device in batches and
+// verifying their checksums. take owns the pin it is given. After an error
+// take is not called again; blocks it was not called for are not pinned.
+func (fsys *FS) pinRun(ino, lblk, p uint64, n int, take func(i int, f *cache.Frame)) error {
 	batch := fsys.missBatch()
 	var missing []*cache.Frame // reserved, consecutive, not yet read
 	firstMissing := 0
@@ -198,9 +209,10 @@ func (fsys *FS) visitRun(ino, lblk, p uint64, n int, fn func(i int, data []byte)
 			}
 			fsys.cache.Loaded(f, nil)
 			if firstErr == nil {
-				fn(firstMissing+i, f.Data())
+				take(firstMissing+i, f)
+			} else {
+				fsys.cache.Unpin(f)
 			}
-			fsys.cache.Unpin(f)
 		}
 		missing = missing[:0]
 		return firstErr
@@ -215,8 +227,7 @@ func (fsys *FS) visitRun(ino, lblk, p uint64, n int, fn func(i int, data []byte)
 				fsys.cache.Unpin(f)
 				return err
 			}
-			fn(i, f.Data())
-			fsys.cache.Unpin(f)
+			take(i, f)
 			continue
 		}
 		if len(missing) == 0 {

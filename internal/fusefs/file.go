@@ -76,12 +76,37 @@ func (fs *fileSystem) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) 
 	if h == nil {
 		return nil, fuse.EBADF
 	}
-	size := min(int(in.Size), len(buf))
-	n, err := h.f.ReadAt(buf[:size], int64(in.Offset))
+	if in.Offset > 1<<63-1 {
+		return nil, fuse.EINVAL
+	}
+	v, err := h.f.ReadView(int64(in.Offset), int(in.Size))
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, fs.status(err)
 	}
-	return fuse.ReadResultData(buf[:n]), fuse.OK
+	if v.Len() == 0 {
+		v.Release()
+		return fuse.ReadResultData(nil), fuse.OK
+	}
+	return viewResult{v}, fuse.OK
+}
+
+// viewResult replies to a read straight from the engine's cache frames:
+// go-fuse writes Slices with one writev and then calls Done, which releases
+// the view (go-fuse calls Done for every non-empty result it is given).
+type viewResult struct{ v *reflinkfs.ReadView }
+
+func (r viewResult) Size() int                       { return r.v.Len() }
+func (r viewResult) Done()                           { r.v.Release() }
+func (r viewResult) Slices() ([][]byte, fuse.Status) { return r.v.Slices(), fuse.OK }
+
+// Bytes is the fallback of a ReadResult (used only if go-fuse cannot write
+// vectors): the view joined into buf.
+func (r viewResult) Bytes(buf []byte) ([]byte, fuse.Status) {
+	buf = buf[:0]
+	for _, s := range r.v.Slices() {
+		buf = append(buf, s...)
+	}
+	return buf, fuse.OK
 }
 
 func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
