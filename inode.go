@@ -236,6 +236,12 @@ func (fsys *FS) newInode(dir *inode, name string, mode, rdev uint32, o Owner) (*
 		in.rec.Parent = dir.ino
 		dir.rec.Nlink++
 	}
+	if isReg(mode) {
+		// Inode numbers are never reused, so the store holds no extents
+		// for ino: start with an empty map instead of searching the store
+		// on first use (a cold iterator costs tens of µs).
+		in.ext = newExtentTree()
+	}
 	fsys.inodes[ino] = in
 	fsys.inodeCount++
 	dir.rec.Mtime, dir.rec.Ctime = now, now
