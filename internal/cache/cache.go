@@ -4,21 +4,35 @@
 //
 // The cache owns a fixed arena of 4 KiB frames, mapped once (anonymous mmap,
 // so every frame is 4096-byte aligned and O_DIRECT I/O can target it). Frames
-// are statically partitioned among shards; block b lives in shard
-// hash(b), each shard with its own mutex, index (block → frame), free list,
-// dirty list, CLOCK hand and condition variable.
+// are statically partitioned among shards, each shard with its own mutex,
+// index (block → frame), free list, dirty list, CLOCK hand and condition
+// variable.
+//
+// Blocks are placed by chunk: the chunk of block b is b >> chunkShift, 64
+// consecutive blocks (256 KiB) in any cache of at least 64 MiB, fewer in
+// smaller ones so that every shard has room for at least 16 chunks. A chunk
+// lives whole in shard hash(chunk); the hash spreads consecutive chunks over
+// the shards. A shard's index maps each chunk holding indexed frames to the
+// frame ids of its blocks, so a sequential read takes one shard lock and one
+// map lookup per chunk (GetRun, UnpinAll) instead of one per block. A shard
+// evicts only its own frames, whatever mix of chunks hashes to it.
 //
 // A frame is in exactly one of three states:
 //
 //   - free: on its shard's free list; unpinned, unindexed, no flags.
-//   - indexed: index[f.block] == f; either loading (claimed by one loader
-//     that fills it and calls Loaded) or valid (published).
+//   - indexed: in its block's chunk slot; either loading (claimed by one
+//     loader that fills it and calls Loaded) or valid (published).
 //   - detached: unindexed but pinned (invalidated, or a failed load, while
 //     somebody still held it); it returns to the free list on the last Unpin.
 //
 // Invariants (checked by the tests after every scenario):
 //
-//   - A block has at most one indexed frame, in shard hash(block).
+//   - A block has at most one indexed frame, in shard hash(chunk(block)),
+//     in slot block mod chunk size of its chunk.
+//   - A shard's index holds exactly the chunks with at least one indexed
+//     frame, each with the count of its frames: an emptied chunk is dropped
+//     and its number reused, so the index is bounded by the frames, not by
+//     the blocks ever seen.
 //   - valid and loading are exclusive; dirty implies indexed.
 //   - A pinned frame is never evicted or reused: its data belongs to its block
 //     until the last Unpin.
@@ -67,7 +81,9 @@ const (
 	maxWeight          = 8
 	maxRun             = 256 // frames per FlushDirty write call
 	defaultReserveWait = 100 * time.Millisecond
-	mixer              = 0x9E3779B97F4A7C15 // odd; high bits of block*mixer spread consecutive blocks
+	mixer              = 0x9E3779B97F4A7C15 // odd; high bits of chunk*mixer spread consecutive chunks
+	maxChunkShift      = 6                  // 64 blocks per chunk
+	minChunksPerShard  = 16                 // chunks are made smaller until a shard has room for this many
 )
 
 // Config configures a Cache.
@@ -91,7 +107,7 @@ type Config struct {
 
 // Frame flags.
 const (
-	fIndexed   uint8 = 1 << iota // index[f.block] == f
+	fIndexed   uint8 = 1 << iota // in f.block's chunk slot
 	fValid                       // data published by Loaded(f, nil)
 	fLoading                     // claimed by a loader, data not yet valid
 	fDirty                       // data newer than the device
@@ -171,7 +187,7 @@ type shard struct {
 	mu        sync.Mutex
 	cond      sync.Cond
 	frames    []Frame // the whole arena's frames; ids below index it
-	index     map[uint64]int32
+	index     chunkIndex
 	retired   map[uint64]int32 // block → detached frame whose write is still in flight
 	dirty     *atomic.Int64    // the cache's count of dirty frames, shared by all shards
 	lo, n     int32            // the shard's frames are [lo, lo+n)
@@ -191,7 +207,8 @@ type Cache struct {
 	arena       []byte
 	frames      []Frame
 	shards      []shard
-	shift       uint // shard = block*mixer >> shift
+	chunkShift  uint // a chunk is 1<<chunkShift consecutive blocks
+	shift       uint // shard = (block>>chunkShift)*mixer >> shift
 	writeBack   func(block uint64, data []byte) error
 	reserveWait time.Duration
 	dirty       atomic.Int64 // dirty frames in all shards (read without locks)
@@ -218,6 +235,8 @@ func New(cfg Config) (*Cache, error) {
 	for nshards > 1 && nframes/int64(nshards) < minFramesPerShard {
 		nshards /= 2
 	}
+	perShard := nframes / int64(nshards) // the smallest shard's frames
+	chunkShift := min(max(bits.Len64(uint64(perShard/minChunksPerShard))-1, 0), maxChunkShift)
 	arena, err := unix.Mmap(-1, 0, int(nframes*FrameSize), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
 	if err != nil {
 		return nil, fmt.Errorf("cache: mapping %d byte arena: %w", nframes*FrameSize, err)
@@ -226,6 +245,7 @@ func New(cfg Config) (*Cache, error) {
 		arena:       arena,
 		frames:      make([]Frame, nframes),
 		shards:      make([]shard, nshards),
+		chunkShift:  uint(chunkShift),
 		shift:       uint(64 - bits.TrailingZeros(uint(nshards))),
 		writeBack:   cfg.WriteBack,
 		reserveWait: cfg.ReserveWait,
@@ -243,7 +263,7 @@ func New(cfg Config) (*Cache, error) {
 		s.lo, s.n = int32(lo), int32(hi-lo)
 		s.cond.L = &s.mu
 		s.frames = c.frames
-		s.index = make(map[uint64]int32, s.n)
+		s.index = newChunkIndex(c.chunkShift, s.n)
 		s.retired = make(map[uint64]int32)
 		s.free = make([]int32, 0, s.n)
 		s.dirtyList = make([]int32, 0, s.n)
@@ -268,9 +288,9 @@ func (c *Cache) Close() error {
 	return err
 }
 
-func (c *Cache) shardFor(block uint64) *shard {
-	return &c.shards[(block*mixer)>>c.shift]
-}
+func (c *Cache) shardFor(block uint64) *shard { return c.shardOfChunk(block >> c.chunkShift) }
+
+func (c *Cache) shardOfChunk(key uint64) *shard { return &c.shards[(key*mixer)>>c.shift] }
 
 func (c *Cache) shardOf(f *Frame) *shard { return &c.shards[f.shard] }
 
@@ -282,8 +302,8 @@ func (c *Cache) Get(block, reader uint64) *Frame {
 	s := c.shardFor(block)
 	s.mu.Lock()
 	for {
-		i, ok := s.index[block]
-		if !ok {
+		i := s.index.lookup(block)
+		if i < 0 {
 			s.mu.Unlock()
 			return nil
 		}
@@ -315,7 +335,7 @@ func (c *Cache) GetOrReserve(block, reader uint64) (f *Frame, loaded bool, err e
 	s.mu.Lock()
 	var deadline time.Time
 	for {
-		if i, ok := s.index[block]; ok {
+		if i := s.index.lookup(block); i >= 0 {
 			f := &c.frames[i]
 			if f.flags&fLoading != 0 {
 				s.wait()
@@ -334,7 +354,7 @@ func (c *Cache) GetOrReserve(block, reader uint64) (f *Frame, loaded bool, err e
 			i, ok = c.evictLocked(s)
 		}
 		if ok {
-			_, raced := s.index[block] // loaded while evictLocked dropped the lock
+			raced := s.index.lookup(block) >= 0 // loaded while evictLocked dropped the lock
 			if _, retired := s.retired[block]; raced || retired {
 				s.free = append(s.free, i)
 				continue
@@ -344,7 +364,7 @@ func (c *Cache) GetOrReserve(block, reader uint64) (f *Frame, loaded bool, err e
 			f.flags = fIndexed | fLoading
 			f.addReader(reader)
 			f.touch()
-			s.index[block] = i
+			s.index.insert(block, i)
 			s.pin(f)
 			s.misses++
 			s.mu.Unlock()
@@ -401,6 +421,77 @@ func (c *Cache) Unpin(f *Frame) {
 	s.mu.Unlock()
 }
 
+// GetRun pins, in order, the resident valid frames of blocks first, first+1, ...
+// into out, stopping at the first block that is not resident and valid
+// (missing, loading or detached: GetRun never waits and never reserves) or
+// after len(out) blocks. It returns how many it pinned: out[:n] are pinned
+// and must each be released with Unpin or UnpinAll. reader is recorded as in
+// Get (hit counters and distinct readers exactly as Get would).
+//
+// GetRun takes one shard lock and makes one index lookup per chunk it visits.
+// It holds no lock between chunks and waits for nothing, so it may be called
+// while holding any pins, including loading frames of the caller's own.
+func (c *Cache) GetRun(first, reader uint64, out []*Frame) int {
+	if rest := ^uint64(0) - first; uint64(len(out)) > rest { // the last block is ^0
+		out = out[:rest+1]
+	}
+	n := 0
+	for n < len(out) {
+		b := first + uint64(n)
+		key := b >> c.chunkShift
+		s := c.shardOfChunk(key)
+		s.mu.Lock()
+		ch := s.index.find(key)
+		if ch < 0 {
+			s.mu.Unlock()
+			return n
+		}
+		slots := s.index.slotsOf(ch)[s.index.slotOf(b):]
+		slots = slots[:min(len(slots), len(out)-n)]
+		pinned := 0
+		for _, i := range slots {
+			if i < 0 || c.frames[i].flags&fValid == 0 { // missing or loading
+				break
+			}
+			f := &c.frames[i]
+			s.hit(f, reader)
+			out[n+pinned] = f
+			pinned++
+		}
+		s.mu.Unlock()
+		n += pinned
+		if pinned < len(slots) {
+			break
+		}
+	}
+	return n
+}
+
+// UnpinAll releases one pin of each frame in fs, as Unpin does, taking each
+// shard's lock once per maximal run of consecutive entries in the same shard.
+func (c *Cache) UnpinAll(fs []*Frame) {
+	for i := 0; i < len(fs); {
+		k := fs[i].shard
+		s := &c.shards[k]
+		s.mu.Lock()
+		woke := false
+		for ; i < len(fs) && fs[i].shard == k; i++ {
+			f := fs[i]
+			if f.pins == 1 && f.flags&fLoading != 0 {
+				s.mu.Unlock()
+				panic("cache: Unpin of a loading frame; call Loaded")
+			}
+			if s.unpinQuiet(f) {
+				woke = true
+			}
+		}
+		if woke {
+			s.wake()
+		}
+		s.mu.Unlock()
+	}
+}
+
 // MarkDirty marks a pinned frame dirty. The caller guarantees nobody else
 // writes the frame concurrently. A frame dropped by Invalidate stays clean:
 // its block was freed.
@@ -455,7 +546,7 @@ func (c *Cache) Invalidate(block uint64) {
 	s := c.shardFor(block)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if i, ok := s.index[block]; ok {
+	if i := s.index.lookup(block); i >= 0 {
 		f := &c.frames[i]
 		s.unindex(f)
 		if f.pins == 0 {
@@ -517,8 +608,8 @@ func (c *Cache) FlushDirty(start, end uint64, write func(first uint64, data [][]
 		s := c.shardFor(b)
 		s.mu.Lock()
 		for {
-			i, ok := s.index[b]
-			if !ok {
+			i := s.index.lookup(b)
+			if i < 0 {
 				break
 			}
 			f := &c.frames[i]
@@ -553,8 +644,8 @@ func (c *Cache) FlushDirty(start, end uint64, write func(first uint64, data [][]
 }
 
 // dirtyBlocks lists the dirty blocks in [start, end) in ascending order,
-// probing the index block by block when the range is smaller than the dirty
-// set and scanning the dirty lists otherwise.
+// probing the index chunk by chunk when the range spans fewer chunks than
+// there are dirty frames and scanning the dirty lists otherwise.
 func (c *Cache) dirtyBlocks(start, end uint64) []uint64 {
 	var ndirty uint64
 	for k := range c.shards {
@@ -564,12 +655,19 @@ func (c *Cache) dirtyBlocks(start, end uint64) []uint64 {
 		s.mu.Unlock()
 	}
 	var blocks []uint64
-	if end-start <= ndirty {
-		for b := start; b < end; b++ {
-			s := c.shardFor(b)
+	firstKey, lastKey := start>>c.chunkShift, (end-1)>>c.chunkShift
+	if lastKey-firstKey < ndirty {
+		for key := firstKey; key <= lastKey; key++ {
+			s := c.shardOfChunk(key)
 			s.mu.Lock()
-			if i, ok := s.index[b]; ok && c.frames[i].flags&fDirty != 0 {
-				blocks = append(blocks, b)
+			if ch := s.index.find(key); ch >= 0 {
+				base := key << c.chunkShift
+				for slot, i := range s.index.slotsOf(ch) {
+					b := base + uint64(slot)
+					if i >= 0 && b >= start && b < end && c.frames[i].flags&fDirty != 0 {
+						blocks = append(blocks, b)
+					}
+				}
 			}
 			s.mu.Unlock()
 		}
@@ -733,25 +831,33 @@ func (s *shard) pin(f *Frame) {
 
 // unpin drops a pin; a detached frame returns to the free list on its last.
 func (s *shard) unpin(f *Frame) {
+	if s.unpinQuiet(f) {
+		s.wake()
+	}
+}
+
+// unpinQuiet is unpin without the wake-up, which the caller owes if it
+// reports that f became unpinned.
+func (s *shard) unpinQuiet(f *Frame) bool {
 	if f.pins <= 0 {
 		panic("cache: Unpin of an unpinned frame")
 	}
 	f.pins--
 	if f.pins > 0 {
-		return
+		return false
 	}
 	s.pinned--
 	if f.flags&fIndexed == 0 {
 		s.release(f)
 	}
-	s.wake()
+	return true
 }
 
 // unindex removes f from the index; it becomes detached (or free, once the
 // caller releases it) and loses its valid and dirty state. A loading frame
 // keeps its loading flag: its loader still calls Loaded.
 func (s *shard) unindex(f *Frame) {
-	delete(s.index, f.block)
+	s.index.remove(f.block)
 	if f.flags&fValid != 0 {
 		s.resident--
 		s.perFile -= f.perFile()

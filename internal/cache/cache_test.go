@@ -86,16 +86,15 @@ func resident(c *Cache, block uint64) bool {
 	s := c.shardFor(block)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, ok := s.index[block]
-	return ok
+	return s.index.lookup(block) >= 0
 }
 
 func isDirty(c *Cache, block uint64) bool {
 	s := c.shardFor(block)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i, ok := s.index[block]
-	return ok && c.frames[i].flags&fDirty != 0
+	i := s.index.lookup(block)
+	return i >= 0 && c.frames[i].flags&fDirty != 0
 }
 
 // waitForWaiters spins until some goroutine waits on block's shard.
@@ -140,11 +139,7 @@ func checkInvariants(t testing.TB, c *Cache) {
 				t.Errorf("shard %d: free frame %d has pins %d flags %b", k, i, f.pins, f.flags)
 			}
 		}
-		for b, i := range s.index {
-			if !inShard(i) || c.frames[i].block != b || c.frames[i].flags&fIndexed == 0 || c.shardFor(b) != s {
-				t.Errorf("shard %d: index %d -> frame %d inconsistent", k, b, i)
-			}
-		}
+		checkIndex(t, c, k)
 		for b, i := range s.retired {
 			if f := &c.frames[i]; !inShard(i) || f.block != b || f.flags&(fIndexed|fWriteback) != fWriteback {
 				t.Errorf("shard %d: retired %d -> frame %d (block %d, flags %b) is not a detached frame being written", k, b, i, f.block, f.flags)
@@ -157,8 +152,8 @@ func checkInvariants(t testing.TB, c *Cache) {
 				t.Errorf("frame %d: id %d shard %d", i, f.id, f.shard)
 			}
 			indexed := f.flags&fIndexed != 0
-			if j, ok := s.index[f.block]; indexed && (!ok || j != i) {
-				t.Errorf("frame %d flagged indexed but index[%d] = %d, %v", i, f.block, j, ok)
+			if j := s.index.lookup(f.block); indexed && j != i {
+				t.Errorf("frame %d flagged indexed but index[%d] = %d", i, f.block, j)
 			}
 			if !indexed && f.pins == 0 && !onFree[i] {
 				t.Errorf("frame %d leaked: unpinned, unindexed, not free (flags %b)", i, f.flags)
@@ -205,6 +200,75 @@ func checkInvariants(t testing.TB, c *Cache) {
 	}
 	if total != len(c.frames) {
 		t.Errorf("shards cover %d of %d frames", total, len(c.frames))
+	}
+}
+
+// checkIndex checks shard k's chunk index, its lock held: every indexed frame
+// is in its block's chunk slot and every slot holds an indexed frame of that
+// block; each chunk's count is its frames; no chunk in the map is empty; every
+// chunk number is either mapped or unused, and unused ones are blank.
+func checkIndex(t testing.TB, c *Cache, k int) {
+	t.Helper()
+	s := &c.shards[k]
+	x := &s.index
+	if x.shift != c.chunkShift || x.shift > maxChunkShift || len(x.counts) > int(s.n) || len(x.slots) != len(x.counts)<<x.shift {
+		t.Errorf("shard %d: chunk shift %d (cache %d), %d chunk numbers for %d frames, %d slots",
+			k, x.shift, c.chunkShift, len(x.counts), s.n, len(x.slots))
+		return
+	}
+	owner := make([]int, len(x.counts)) // 1 mapped, 2 unused
+	indexed := 0
+	for key, ch := range x.chunks {
+		if ch < 0 || int(ch) >= len(x.counts) || owner[ch] != 0 {
+			t.Errorf("shard %d: chunk %d -> number %d out of range or repeated", k, key, ch)
+			continue
+		}
+		owner[ch] = 1
+		if c.shardOfChunk(key) != s {
+			t.Errorf("shard %d: chunk %d belongs to another shard", k, key)
+		}
+		n := int32(0)
+		for slot, i := range x.slotsOf(ch) {
+			if i < 0 {
+				continue
+			}
+			n++
+			b := key<<x.shift + uint64(slot)
+			if i < s.lo || i >= s.lo+s.n || c.frames[i].block != b || c.frames[i].flags&fIndexed == 0 || c.shardFor(b) != s {
+				t.Errorf("shard %d: index %d -> frame %d inconsistent", k, b, i)
+			}
+		}
+		if n == 0 || n != x.counts[ch] {
+			t.Errorf("shard %d: chunk %d holds %d frames, count %d", k, key, n, x.counts[ch])
+		}
+		indexed += int(n)
+	}
+	for _, ch := range x.unused {
+		if ch < 0 || int(ch) >= len(x.counts) || owner[ch] != 0 {
+			t.Errorf("shard %d: unused chunk number %d out of range, mapped or repeated", k, ch)
+			continue
+		}
+		owner[ch] = 2
+		if x.counts[ch] != 0 || slices.ContainsFunc(x.slotsOf(ch), func(i int32) bool { return i >= 0 }) {
+			t.Errorf("shard %d: unused chunk number %d not blank", k, ch)
+		}
+	}
+	if i := slices.Index(owner, 0); i >= 0 {
+		t.Errorf("shard %d: chunk number %d neither mapped nor unused", k, i)
+	}
+	if x.last >= 0 {
+		if ch, ok := x.chunks[x.lastKey]; !ok || ch != x.last {
+			t.Errorf("shard %d: remembered chunk %d -> %d, map has %d, %v", k, x.lastKey, x.last, ch, ok)
+		}
+	}
+	n := 0
+	for i := s.lo; i < s.lo+s.n; i++ {
+		if c.frames[i].flags&fIndexed != 0 {
+			n++
+		}
+	}
+	if n != indexed {
+		t.Errorf("shard %d: %d frames flagged indexed, %d in the index", k, n, indexed)
 	}
 }
 
