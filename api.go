@@ -62,6 +62,9 @@ type Stats struct {
 	// SharedBytes is the physical bytes whose reference count is above one.
 	SharedBytes int64
 	Inodes      int64
+	// ReapingFiles counts deleted files whose blocks are still being freed
+	// in the background (see WaitReaped); their space is not in FreeBytes yet.
+	ReapingFiles int64
 
 	CacheLimitBytes int64 // configured cache size
 	CachedBytes     int64 // bytes of file data resident in the cache

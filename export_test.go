@@ -9,8 +9,33 @@ func (fsys *FS) Abandon() {
 		fsys.stopCommit = nil
 	}
 	fsys.stopPrefetch()
+	fsys.stopReaper()
 	fsys.mu.Lock()
 	fsys.closed = true
 	fsys.mu.Unlock()
 	fsys.closeResources()
+}
+
+// HoldReaper keeps the reaper from starting on queued files until the
+// returned function is called.
+func (fsys *FS) HoldReaper() (release func()) {
+	r := fsys.reap
+	r.mu.Lock()
+	r.held = true
+	r.mu.Unlock()
+	return func() {
+		r.mu.Lock()
+		r.held = false
+		r.cond.Broadcast()
+		r.mu.Unlock()
+	}
+}
+
+// SetReapLimits sets how many extents make a deleted file go to the
+// background reaper and how many it frees per operation; the returned
+// function restores the defaults.
+func SetReapLimits(threshold, chunk int) (restore func()) {
+	t, c := reapThreshold, reapChunk
+	reapThreshold, reapChunk = threshold, chunk
+	return func() { reapThreshold, reapChunk = t, c }
 }

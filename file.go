@@ -120,7 +120,7 @@ func (f *File) Close() error {
 	var err error
 	f.in.opens--
 	if f.in.opens == 0 && f.in.rec.Nlink == 0 && !fsys.closed && !fsys.opt.ReadOnly {
-		err = fsys.freeInode(op, f.in)
+		err = fsys.freeOrReap(op, f.in)
 	}
 	fsys.putInode(f.in)
 	fsys.mu.Unlock()
@@ -238,7 +238,8 @@ func (f *File) readAhead(from, size int64) {
 
 // mutate runs fn with the file's lock held exclusively and the commit gate
 // held shared; fn takes fs.mu itself where needed. On ENOSPC caused by
-// blocks waiting for a commit, it commits and retries once.
+// blocks waiting for a commit (or for the reaper to free deleted files), it
+// waits for them, commits and retries once.
 func (f *File) mutate(opName string, fn func(op *opState) error) error {
 	if err := f.checkOpen(); err != nil {
 		return f.err(opName, err)
@@ -253,10 +254,12 @@ func (f *File) mutate(opName string, fn func(op *opState) error) error {
 	for attempt := 0; ; attempt++ {
 		err := f.mutateOnce(fn)
 		if attempt == 0 && errors.Is(err, syscall.ENOSPC) {
+			reaping := fsys.reaping() > 0
+			fsys.WaitReaped() // deleted files still being freed
 			fsys.mu.Lock()
 			q := fsys.alloc.Quarantined()
 			fsys.mu.Unlock()
-			if q > 0 {
+			if q > 0 || reaping {
 				if cerr := fsys.commit(); cerr == nil {
 					continue
 				}

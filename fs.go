@@ -100,6 +100,7 @@ type FS struct {
 	// prefetching counts readahead goroutines; Close stops new ones
 	// (prefetchClosed, under prefetchMu) and waits for the running ones.
 	prefetching    sync.WaitGroup
+	reap           *reaper // frees large deleted files in the background; nil when read-only
 	prefetchMu     sync.Mutex
 	prefetchClosed bool
 
@@ -388,6 +389,7 @@ func (fsys *FS) load() error {
 	if fsys.opt.ReadOnly {
 		return nil
 	}
+	fsys.startReaper()
 	return fsys.processOrphans()
 }
 
@@ -723,6 +725,7 @@ func (fsys *FS) Close() error {
 		fsys.stopCommit = nil
 	}
 	fsys.stopPrefetch()
+	fsys.stopReaper()
 	err := fsys.commit()
 	fsys.mu.Lock()
 	if fsys.closed {
@@ -785,6 +788,7 @@ func (fsys *FS) Stats() Stats {
 	s.CacheHits, s.CacheMisses, s.CacheEvictions = cs.Hits, cs.Misses, cs.Evictions
 	s.ChecksumErrors = fsys.checksumErrors.Load()
 	s.Commits = fsys.commits.Load()
+	s.ReapingFiles = fsys.reaping()
 	return s
 }
 

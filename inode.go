@@ -390,7 +390,7 @@ func (fsys *FS) dropLink(op *opState, in *inode, now int64) error {
 		k := meta.OrphanKey(in.ino)
 		return errors.Join(fsys.saveInode(in), fsys.txn.Set(k, meta.EncodeBytes(k, nil)))
 	}
-	return fsys.freeInode(op, in)
+	return fsys.freeOrReap(op, in)
 }
 
 // freeInode releases every block and record of an unlinked, closed inode.
@@ -429,7 +429,8 @@ func (fsys *FS) freeInode(op *opState, in *inode) error {
 	return err
 }
 
-// freeInodeLocked frees orphan ino at open time.
+// freeInodeLocked frees orphan ino at open time (a large one in the
+// background).
 func (fsys *FS) freeInodeLocked(ino uint64) error {
 	in, err := fsys.getInode(ino)
 	if errors.Is(err, syscall.ENOENT) {
@@ -440,7 +441,7 @@ func (fsys *FS) freeInodeLocked(ino uint64) error {
 	}
 	defer fsys.putInode(in)
 	op := &opState{}
-	if err := fsys.freeInode(op, in); err != nil {
+	if err := fsys.freeOrReap(op, in); err != nil {
 		return err
 	}
 	fsys.mu.Unlock()

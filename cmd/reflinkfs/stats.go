@@ -102,6 +102,9 @@ func printStats(out io.Writer, image string, r control.Report) {
 	row("  logical", formatBytes(r.LogicalBytes), ratio(r.LogicalBytes, r.UsedBytes)+" file contents counting each clone")
 	row("  shared", formatBytes(r.SharedBytes), "blocks referenced more than once")
 	row("  inodes", fmt.Sprint(r.Inodes), "")
+	if r.ReapingFiles > 0 {
+		row("  being freed", fmt.Sprint(r.ReapingFiles), "deleted files whose blocks are freed in the background")
+	}
 	row("  checksum errors", fmt.Sprint(r.ChecksumErrors), "")
 	row("  commits", fmt.Sprint(r.Commits), "")
 	tw.Flush()

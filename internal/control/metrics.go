@@ -44,6 +44,7 @@ func NewCollector(src StatsSource) prometheus.Collector {
 		gauge("logical_bytes", "Bytes mapped by all files, counting a shared block once per reference.", f(func(s reflinkfs.Stats) int64 { return s.LogicalBytes })),
 		gauge("shared_bytes", "Physical bytes referenced more than once.", f(func(s reflinkfs.Stats) int64 { return s.SharedBytes })),
 		gauge("inodes", "Number of inodes.", f(func(s reflinkfs.Stats) int64 { return s.Inodes })),
+		gauge("reaping_files", "Deleted files whose blocks are still being freed in the background.", f(func(s reflinkfs.Stats) int64 { return s.ReapingFiles })),
 		gauge("cache_limit_bytes", "Configured block cache size.", f(func(s reflinkfs.Stats) int64 { return s.CacheLimitBytes })),
 		gauge("cache_bytes", "File data resident in the block cache.", f(func(s reflinkfs.Stats) int64 { return s.CachedBytes })),
 		gauge("cache_dirty_bytes", "Cached bytes not yet written to the device.", f(func(s reflinkfs.Stats) int64 { return s.DirtyBytes })),

@@ -13,6 +13,7 @@ type Report struct {
 	LogicalBytes       int64 `json:"logical_bytes"`
 	SharedBytes        int64 `json:"shared_bytes"`
 	Inodes             int64 `json:"inodes"`
+	ReapingFiles       int64 `json:"reaping_files"`
 	CacheLimitBytes    int64 `json:"cache_limit_bytes"`
 	CachedBytes        int64 `json:"cached_bytes"`
 	DirtyBytes         int64 `json:"dirty_bytes"`
@@ -41,6 +42,7 @@ func NewReport(s reflinkfs.Stats) Report {
 		LogicalBytes:       s.LogicalBytes,
 		SharedBytes:        s.SharedBytes,
 		Inodes:             s.Inodes,
+		ReapingFiles:       s.ReapingFiles,
 		CacheLimitBytes:    s.CacheLimitBytes,
 		CachedBytes:        s.CachedBytes,
 		DirtyBytes:         s.DirtyBytes,
@@ -66,6 +68,7 @@ func (r Report) Stats() reflinkfs.Stats {
 		LogicalBytes:       r.LogicalBytes,
 		SharedBytes:        r.SharedBytes,
 		Inodes:             r.Inodes,
+		ReapingFiles:       r.ReapingFiles,
 		CacheLimitBytes:    r.CacheLimitBytes,
 		CachedBytes:        r.CachedBytes,
 		DirtyBytes:         r.DirtyBytes,
