@@ -10,29 +10,32 @@
 //
 // Blocks are placed by chunk: the chunk of block b is b >> chunkShift, 64
 // consecutive blocks (256 KiB) in any cache of at least 64 MiB, fewer in
-// smaller ones so that every shard has room for at least 16 chunks. A chunk
-// lives whole in shard hash(chunk); the hash spreads consecutive chunks over
-// the shards. A shard's index maps each chunk holding indexed frames to the
-// frame ids of its blocks, so a sequential read takes one shard lock and one
-// map lookup per chunk (GetRun, UnpinAll) instead of one per block. A shard
-// evicts only its own frames, whatever mix of chunks hashes to it.
+// smaller ones so that every shard has room for at least 16 chunks (a shard
+// evicts only its own frames, whatever mix of chunks hashes to it, and one
+// chunk must not fill it). A chunk lives whole in shard hash(chunk); the hash
+// spreads consecutive chunks over the shards. A shard's index maps each chunk
+// that holds indexed frames to a bitmap of its blocks that have one and their
+// frame ids, packed in block order (chunkIndex), so a sequential read takes
+// one shard lock and one map lookup per chunk (GetRun, UnpinAll) instead of
+// one per block.
 //
 // A frame is in exactly one of three states:
 //
 //   - free: on its shard's free list; unpinned, unindexed, no flags.
-//   - indexed: in its block's chunk slot; either loading (claimed by one
-//     loader that fills it and calls Loaded) or valid (published).
+//   - indexed: the frame of its block in the block's chunk; either loading
+//     (claimed by one loader that fills it and calls Loaded) or valid
+//     (published).
 //   - detached: unindexed but pinned (invalidated, or a failed load, while
 //     somebody still held it); it returns to the free list on the last Unpin.
 //
 // Invariants (checked by the tests after every scenario):
 //
-//   - A block has at most one indexed frame, in shard hash(chunk(block)),
-//     in slot block mod chunk size of its chunk.
+//   - A block has at most one indexed frame, in shard hash(chunk(block)).
 //   - A shard's index holds exactly the chunks with at least one indexed
-//     frame, each with the count of its frames: an emptied chunk is dropped
-//     and its number reused, so the index is bounded by the frames, not by
-//     the blocks ever seen.
+//     frame, each listing exactly its indexed frames, in a piece of the
+//     shard's id pool at most 4 times their number: an emptied chunk is
+//     dropped and its number and piece reused, so the index is bounded by the
+//     frames, not by the blocks ever seen.
 //   - valid and loading are exclusive; dirty implies indexed.
 //   - A pinned frame is never evicted or reused: its data belongs to its block
 //     until the last Unpin.
@@ -107,7 +110,7 @@ type Config struct {
 
 // Frame flags.
 const (
-	fIndexed   uint8 = 1 << iota // in f.block's chunk slot
+	fIndexed   uint8 = 1 << iota // the frame of f.block in the shard's index
 	fValid                       // data published by Loaded(f, nil)
 	fLoading                     // claimed by a loader, data not yet valid
 	fDirty                       // data newer than the device
@@ -446,21 +449,22 @@ func (c *Cache) GetRun(first, reader uint64, out []*Frame) int {
 			s.mu.Unlock()
 			return n
 		}
-		slots := s.index.slotsOf(ch)[s.index.slotOf(b):]
-		slots = slots[:min(len(slots), len(out)-n)]
+		slot := s.index.slotOf(b)
+		want := min(1<<c.chunkShift-slot, len(out)-n) // blocks of this chunk to pin
+		has, ids := s.index.members(ch)
+		k := rank(has, slot)
 		pinned := 0
-		for _, i := range slots {
-			if i < 0 || c.frames[i].flags&fValid == 0 { // missing or loading
+		for ; pinned < want && has>>(slot+pinned)&1 != 0; pinned++ {
+			f := &c.frames[ids[k+pinned]]
+			if f.flags&fValid == 0 { // loading
 				break
 			}
-			f := &c.frames[i]
 			s.hit(f, reader)
 			out[n+pinned] = f
-			pinned++
 		}
 		s.mu.Unlock()
 		n += pinned
-		if pinned < len(slots) {
+		if pinned < want {
 			break
 		}
 	}
@@ -661,10 +665,11 @@ func (c *Cache) dirtyBlocks(start, end uint64) []uint64 {
 			s := c.shardOfChunk(key)
 			s.mu.Lock()
 			if ch := s.index.find(key); ch >= 0 {
-				base := key << c.chunkShift
-				for slot, i := range s.index.slotsOf(ch) {
-					b := base + uint64(slot)
-					if i >= 0 && b >= start && b < end && c.frames[i].flags&fDirty != 0 {
+				has, ids := s.index.members(ch)
+				for _, i := range ids { // in slot order: i is the frame of has's lowest set bit
+					b := key<<c.chunkShift + uint64(bits.TrailingZeros64(has))
+					has &= has - 1
+					if b >= start && b < end && c.frames[i].flags&fDirty != 0 {
 						blocks = append(blocks, b)
 					}
 				}

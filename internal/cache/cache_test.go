@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -204,22 +205,38 @@ func checkInvariants(t testing.TB, c *Cache) {
 }
 
 // checkIndex checks shard k's chunk index, its lock held: every indexed frame
-// is in its block's chunk slot and every slot holds an indexed frame of that
-// block; each chunk's count is its frames; no chunk in the map is empty; every
-// chunk number is either mapped or unused, and unused ones are blank.
+// is in its block's chunk and every chunk member is an indexed frame of that
+// block; no chunk in the map is empty, and each sits in a piece of the pool
+// that fits it (at most 4 times its frames); every chunk number is either
+// mapped or unused, and the pieces of the mapped chunks and the free pieces
+// tile the pool exactly.
 func checkIndex(t testing.TB, c *Cache, k int) {
 	t.Helper()
 	s := &c.shards[k]
 	x := &s.index
-	if x.shift != c.chunkShift || x.shift > maxChunkShift || len(x.counts) > int(s.n) || len(x.slots) != len(x.counts)<<x.shift {
-		t.Errorf("shard %d: chunk shift %d (cache %d), %d chunk numbers for %d frames, %d slots",
-			k, x.shift, c.chunkShift, len(x.counts), s.n, len(x.slots))
+	if x.shift != c.chunkShift || x.shift > maxChunkShift || len(x.recs) > int(s.n) {
+		t.Errorf("shard %d: chunk shift %d (cache %d), %d chunk numbers for %d frames", k, x.shift, c.chunkShift, len(x.recs), s.n)
 		return
 	}
-	owner := make([]int, len(x.counts)) // 1 mapped, 2 unused
+	pieces := make([]byte, len(x.pool)) // 1 a chunk's, 2 free
+	piece := func(at int32, class uint8, owner byte) bool {
+		if at < 0 || int(at)+1<<class > len(x.pool) || class > uint8(x.shift) {
+			t.Errorf("shard %d: piece at %d of class %d outside a pool of %d", k, at, class, len(x.pool))
+			return false
+		}
+		for i := range 1 << class {
+			if pieces[int(at)+i] != 0 {
+				t.Errorf("shard %d: pieces overlap at %d", k, int(at)+i)
+				return false
+			}
+			pieces[int(at)+i] = owner
+		}
+		return true
+	}
+	owner := make([]byte, len(x.recs)) // 1 mapped, 2 unused
 	indexed := 0
 	for key, ch := range x.chunks {
-		if ch < 0 || int(ch) >= len(x.counts) || owner[ch] != 0 {
+		if ch < 0 || int(ch) >= len(x.recs) || owner[ch] != 0 {
 			t.Errorf("shard %d: chunk %d -> number %d out of range or repeated", k, key, ch)
 			continue
 		}
@@ -227,34 +244,52 @@ func checkIndex(t testing.TB, c *Cache, k int) {
 		if c.shardOfChunk(key) != s {
 			t.Errorf("shard %d: chunk %d belongs to another shard", k, key)
 		}
-		n := int32(0)
-		for slot, i := range x.slotsOf(ch) {
-			if i < 0 {
-				continue
-			}
-			n++
-			b := key<<x.shift + uint64(slot)
+		r := x.recs[ch]
+		n := bits.OnesCount64(r.bits)
+		if n == 0 || n > 1<<r.class || (r.class > 0 && n <= 1<<r.class/4) || (x.shift < 6 && r.bits>>(1<<x.shift) != 0) {
+			t.Errorf("shard %d: chunk %d has frames %b in a piece of class %d", k, key, r.bits, r.class)
+			continue
+		}
+		if !piece(r.at, r.class, 1) {
+			continue
+		}
+		has, ids := x.members(ch)
+		for _, i := range ids {
+			b := key<<x.shift + uint64(bits.TrailingZeros64(has))
+			has &= has - 1
 			if i < s.lo || i >= s.lo+s.n || c.frames[i].block != b || c.frames[i].flags&fIndexed == 0 || c.shardFor(b) != s {
 				t.Errorf("shard %d: index %d -> frame %d inconsistent", k, b, i)
 			}
 		}
-		if n == 0 || n != x.counts[ch] {
-			t.Errorf("shard %d: chunk %d holds %d frames, count %d", k, key, n, x.counts[ch])
+		for j := int(r.at) + n; j < int(r.at)+1<<r.class; j++ {
+			if x.pool[j] != -1 {
+				t.Errorf("shard %d: chunk %d: spare id %d in its piece", k, key, x.pool[j])
+			}
 		}
-		indexed += int(n)
+		indexed += n
 	}
 	for _, ch := range x.unused {
-		if ch < 0 || int(ch) >= len(x.counts) || owner[ch] != 0 {
+		if ch < 0 || int(ch) >= len(x.recs) || owner[ch] != 0 {
 			t.Errorf("shard %d: unused chunk number %d out of range, mapped or repeated", k, ch)
 			continue
 		}
 		owner[ch] = 2
-		if x.counts[ch] != 0 || slices.ContainsFunc(x.slotsOf(ch), func(i int32) bool { return i >= 0 }) {
-			t.Errorf("shard %d: unused chunk number %d not blank", k, ch)
+		if x.recs[ch] != (chunk{}) {
+			t.Errorf("shard %d: unused chunk number %d not blank: %+v", k, ch, x.recs[ch])
 		}
 	}
 	if i := slices.Index(owner, 0); i >= 0 {
 		t.Errorf("shard %d: chunk number %d neither mapped nor unused", k, i)
+	}
+	for class, free := range x.free {
+		for _, at := range free {
+			if piece(at, uint8(class), 2) && slices.ContainsFunc(x.pool[at:int(at)+1<<class], func(i int32) bool { return i != -1 }) {
+				t.Errorf("shard %d: free piece at %d holds ids", k, at)
+			}
+		}
+	}
+	if i := slices.Index(pieces, 0); i >= 0 {
+		t.Errorf("shard %d: pool entry %d in no piece", k, i)
 	}
 	if x.last >= 0 {
 		if ch, ok := x.chunks[x.lastKey]; !ok || ch != x.last {

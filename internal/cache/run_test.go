@@ -319,8 +319,8 @@ func TestChunkIndexBounded(t *testing.T) {
 	}
 	for k := range c.shards {
 		s := &c.shards[k]
-		if len(s.index.counts) > int(s.n) || len(s.index.chunks) > int(s.n) {
-			t.Fatalf("shard %d of %d frames: %d chunk numbers, %d chunks", k, s.n, len(s.index.counts), len(s.index.chunks))
+		if len(s.index.recs) > int(s.n) || len(s.index.chunks) > int(s.n) || len(s.index.pool) > 4*int(s.n) {
+			t.Fatalf("shard %d of %d frames: %d chunk numbers, %d chunks, pool of %d", k, s.n, len(s.index.recs), len(s.index.chunks), len(s.index.pool))
 		}
 		if len(s.index.chunks) > 2*int(s.n)/64+2 {
 			t.Errorf("shard %d: %d chunks for %d resident blocks after a dense stream", k, len(s.index.chunks), s.resident)
@@ -334,8 +334,8 @@ func TestChunkIndexBounded(t *testing.T) {
 		t.Fatalf("%d frames left", left)
 	}
 	for k := range c.shards {
-		if s := &c.shards[k]; len(s.index.chunks) != 0 || len(s.index.unused) != len(s.index.counts) {
-			t.Fatalf("shard %d after DropAll: %d chunks, %d of %d numbers unused", k, len(s.index.chunks), len(s.index.unused), len(s.index.counts))
+		if s := &c.shards[k]; len(s.index.chunks) != 0 || len(s.index.unused) != len(s.index.recs) {
+			t.Fatalf("shard %d after DropAll: %d chunks, %d of %d numbers unused", k, len(s.index.chunks), len(s.index.unused), len(s.index.recs))
 		}
 	}
 	checkInvariants(t, c)
@@ -376,7 +376,7 @@ func TestGetRunConcurrent(t *testing.T) {
 		maxRun  = 100
 		workers = 4
 	)
-	ops := 1500
+	ops := 800
 	if testing.Short() {
 		ops = 300
 	}
