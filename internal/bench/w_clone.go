@@ -141,7 +141,7 @@ func (r *run) timeClones(ctx context.Context, w, cs string, x float64, name stri
 			if err := t.syncFS(); err != nil {
 				return err
 			}
-			unlink, del, err := t.deleteFile(dst)
+			unlink, del, err := t.deleteFile(ctx, dst, w == WorkloadExtents)
 			if err != nil {
 				return err
 			}

@@ -75,7 +75,7 @@ func (r *run) cowOverwrites(ctx context.Context) error {
 					}
 					r.rec.Add(w, mCoWExtents, c, 0, t.key, unitCount, float64(info.Extents))
 				}
-				if _, _, err := t.deleteFile(path); err != nil {
+				if _, _, err := t.deleteFile(ctx, path, true); err != nil {
 					return err
 				}
 			}
