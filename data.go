@@ -167,11 +167,28 @@ func (fsys *FS) readDevice(bufs [][]byte, first uint64) error {
 //
 // lblk is the file block that p maps, for error reports.
 func (fsys *FS) visitRun(ino, lblk, p uint64, n int, fn func(i int, data []byte)) error {
-	return fsys.pinRun(ino, lblk, p, n, func(i int, f *cache.Frame) {
+	var buf [runBatch]*cache.Frame
+	done := buf[:fsys.runBatch()] // visited, released together
+	k := 0
+	err := fsys.pinRun(ino, lblk, p, n, func(i int, f *cache.Frame) {
 		fn(i, f.Data())
-		fsys.cache.Unpin(f)
+		done[k] = f
+		if k++; k == len(done) {
+			fsys.cache.UnpinAll(done[:k])
+			k = 0
+		}
 	})
+	fsys.cache.UnpinAll(done[:k])
+	return err
 }
+
+// runBatch is the most resident frames pinRun pins with one cache call.
+const runBatch = 64
+
+// runBatch is how many resident frames pinRun pins with one cache call and
+// visitRun holds before releasing them together: fewer in a small cache,
+// where concurrent readers' pins could otherwise starve loads.
+func (fsys *FS) runBatch() int { return min(runBatch, fsys.missBatch()) }
 
 // pinRun calls take, in order, with the pinned, valid frames of physical
 // blocks [p, p+n), reading missing blocks from the device in batches and
@@ -217,7 +234,21 @@ func (fsys *FS) pinRun(ino, lblk, p uint64, n int, take func(i int, f *cache.Fra
 		missing = missing[:0]
 		return firstErr
 	}
+	var buf [runBatch]*cache.Frame
+	run := buf[:fsys.runBatch()]
 	for i := 0; i < n; i++ {
+		// Resident blocks in bulk: one cache lock per chunk of blocks.
+		if k := fsys.cache.GetRun(p+uint64(i), ino, run[:min(n-i, len(run))]); k > 0 {
+			if err := readMissing(); err != nil {
+				fsys.cache.UnpinAll(run[:k])
+				return err
+			}
+			for j, f := range run[:k] {
+				take(i+j, f)
+			}
+			i += k - 1
+			continue
+		}
 		f, loaded, err := fsys.cache.GetOrReserve(p+uint64(i), ino)
 		if err != nil {
 			return errors.Join(readMissing(), err)

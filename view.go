@@ -89,9 +89,7 @@ func (v *ReadView) Release() {
 	if v.in == nil {
 		return
 	}
-	for _, fr := range v.frames {
-		v.fsys.cache.Unpin(fr)
-	}
+	v.fsys.cache.UnpinAll(v.frames)
 	v.in.lock.RUnlock()
 	v.in, v.frames, v.slices = nil, nil, nil
 }
