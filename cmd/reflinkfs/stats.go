@@ -16,7 +16,7 @@ import (
 )
 
 func newStatsCommand() *cobra.Command {
-	var asJSON bool
+	var asJSON, dropCache bool
 	cmd := &cobra.Command{
 		Use:   "stats [--json] MOUNTPOINT",
 		Short: "Show cache and space statistics of a mounted image",
@@ -31,12 +31,17 @@ be the image directory itself.
 --json prints every statistic under a snake_case key (cached_bytes,
 used_bytes, ..., hit_rate, memory_saved_bytes).
 
+--drop-cache first makes the daemon write back and evict its block cache
+(like writing 3 to /proc/sys/vm/drop_caches, which does not reach it), then
+prints the statistics: for measuring cold reads without a remount.
+
 Known limit: pages of files mapped with mmap(MAP_SHARED) live in the kernel
 page cache of each file (one copy per clone), not in the shared block cache,
 and are not counted here. Reads and writes through read(2)/write(2) bypass the
 kernel page cache and are counted.`,
 		Example: `  reflinkfs stats /mnt/reflinkfs
-  reflinkfs stats --json /mnt/reflinkfs | jq .used_bytes`,
+  reflinkfs stats --json /mnt/reflinkfs | jq .used_bytes
+  reflinkfs stats --drop-cache /mnt/reflinkfs   # empty the cache first`,
 		Args: exactArgs("MOUNTPOINT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			image, _, err := resolveImage(args[0])
@@ -45,7 +50,13 @@ kernel page cache and are counted.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			r, err := control.NewClient(filepath.Join(image, control.SocketName)).Report(ctx)
+			client := control.NewClient(filepath.Join(image, control.SocketName))
+			var r control.Report
+			if dropCache {
+				r, err = client.DropCache(ctx)
+			} else {
+				r, err = client.Report(ctx)
+			}
 			if err != nil {
 				return err
 			}
@@ -59,6 +70,7 @@ kernel page cache and are counted.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON object with snake_case keys")
+	cmd.Flags().BoolVar(&dropCache, "drop-cache", false, "first write back and evict the daemon's block cache")
 	return cmd
 }
 

@@ -139,9 +139,9 @@ func buildTables(rec *Recorder, cfg *Config) []Table {
 				}
 			}
 		}
-		t.Notes = []string{"Uncached: the first read after dropping caches (and remounting reflinkfs). Cached: the second read, right after. " +
-			"GB = 10^9 bytes. Reader CPU: the reading thread's user+system time (getrusage); daemon CPU: utime+stime of the reflinkfs daemon over the read. " +
-			"The remount leaves the new daemon's cache memory untouched, so its uncached read also pays first-touch page faults that a long-running daemon would not.",
+		t.Notes = []string{"Uncached: the first read after dropping caches (the kernel's with drop_caches, the reflinkfs daemon's with `reflinkfs stats --drop-cache`, " +
+			"which writes back and evicts its block cache without a restart). Cached: the second read, right after. " +
+			"GB = 10^9 bytes. Reader CPU: the reading thread's user+system time (getrusage); daemon CPU: utime+stime of the reflinkfs daemon over the read.",
 			"FUSE ceiling: a file of the same size served from memory by a minimal FUSE server in the harness process, mounted with reflinkfs's options " +
 				"(1 MiB requests, FOPEN_DIRECT_IO); each read is answered with a slice of a preallocated buffer. It is read exactly as the cached figures are " +
 				"(second of two reads, between the two file systems in every run), and stands in the reflinkfs column as the most a FUSE file system can deliver here."}

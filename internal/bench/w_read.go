@@ -51,7 +51,7 @@ func (r *run) readThroughput(ctx context.Context) error {
 	for i := 0; i < r.cfg.Runs; i++ {
 		for _, bs := range r.cfg.ReadBlockSizes {
 			cs := readCase(bs)
-			if err := r.env.Cold(ctx); err != nil {
+			if err := r.env.ColdData(ctx); err != nil {
 				return err
 			}
 			for j, t := range r.order(i) {
@@ -196,7 +196,7 @@ func (r *run) profileReads(ctx context.Context, path string) {
 	if err != nil {
 		r.note("profile of cached reads failed: %v", err)
 	}
-	if err := r.env.Cold(ctx); err != nil {
+	if err := r.env.ColdData(ctx); err != nil {
 		r.note("profile: %v", err)
 		return
 	}

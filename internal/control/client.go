@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/reflinkfs/reflinkfs"
 )
@@ -54,6 +55,17 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 	return i, err
 }
 
+// DropCache asks the daemon to write back and evict its block cache and
+// returns the statistics afterwards.
+func (c *Client) DropCache(ctx context.Context) (Report, error) {
+	var r Report
+	body, err := c.do(ctx, http.MethodPost, "/drop-cache")
+	if err == nil {
+		err = json.Unmarshal(body, &r)
+	}
+	return r, err
+}
+
 // Metrics returns the Prometheus text exposition.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
 	body, err := c.get(ctx, "/metrics")
@@ -72,7 +84,11 @@ func (c *Client) getJSON(ctx context.Context, path string, v any) error {
 }
 
 func (c *Client) get(ctx context.Context, path string) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://reflinkfs"+path, nil)
+	return c.do(ctx, http.MethodGet, path)
+}
+
+func (c *Client) do(ctx context.Context, method, path string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://reflinkfs"+path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -91,6 +107,9 @@ func (c *Client) get(ctx context.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("control socket %s: %s: %w", c.socketPath, path, err)
 	}
 	if resp.StatusCode != http.StatusOK {
+		if msg := strings.TrimSpace(string(body)); msg != "" {
+			return nil, fmt.Errorf("control socket %s: %s: %s: %s", c.socketPath, path, resp.Status, msg)
+		}
 		return nil, fmt.Errorf("control socket %s: %s: %s", c.socketPath, path, resp.Status)
 	}
 	return body, nil

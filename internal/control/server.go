@@ -1,14 +1,18 @@
 // Package control is the daemon's control channel: an HTTP server on a unix
 // socket in the image directory (IMAGE/control.sock) and its client.
 //
-// Endpoints (all GET, read only):
+// Endpoints:
 //
-//	/stats    engine statistics as a JSON Report (snake_case keys)
-//	/metrics  the same figures in Prometheus text format, read at scrape time
-//	/info     the daemon's process id, so `reflinkfs umount` can wait for exit
+//	GET  /stats       engine statistics as a JSON Report (snake_case keys)
+//	GET  /metrics     the same figures in Prometheus text format, read at scrape time
+//	GET  /info        the daemon's process id, so `reflinkfs umount` can wait for exit
+//	POST /drop-cache  write back and evict the block cache (FS.DropCache), like
+//	                  writing 3 to /proc/sys/vm/drop_caches; for benchmarks
 //
-// The server never changes the filesystem; it only reads Stats. A socket file
-// left behind by a crashed daemon is replaced; one that still answers is not.
+// The server never changes the filesystem's contents; drop-cache commits and
+// empties the cache. The socket lives in the image directory, so only who may
+// use the image may use it. A socket file left behind by a crashed daemon is
+// replaced; one that still answers is not.
 package control
 
 import (
@@ -75,6 +79,18 @@ func ServeSource(src StatsSource, socketPath string, reg *prometheus.Registry) (
 		writeJSON(w, Info{Pid: os.Getpid(), ReadOnly: readOnly})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("POST /drop-cache", func(w http.ResponseWriter, r *http.Request) {
+		d, ok := src.(interface{ DropCache() error })
+		if !ok {
+			http.Error(w, "this daemon cannot drop its cache", http.StatusNotImplemented)
+			return
+		}
+		if err := d.DropCache(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, NewReport(src.Stats()))
+	})
 	// Profiles of the daemon, for explaining where time goes (root only: the
 	// socket is in the image directory). E.g.
 	//   curl --unix-socket IMAGE/control.sock http://x/debug/pprof/profile?seconds=10 > cpu.prof
