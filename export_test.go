@@ -1,5 +1,7 @@
 package reflinkfs
 
+import "github.com/reflinkfs/reflinkfs/internal/tuning"
+
 // Abandon simulates a crash of the process: it releases the image without
 // committing the running transaction.
 func (fsys *FS) Abandon() {
@@ -35,7 +37,5 @@ func (fsys *FS) HoldReaper() (release func()) {
 // background reaper and how many it frees per operation; the returned
 // function restores the defaults.
 func SetReapLimits(threshold, chunk int) (restore func()) {
-	t, c := reapThreshold, reapChunk
-	reapThreshold, reapChunk = threshold, chunk
-	return func() { reapThreshold, reapChunk = t, c }
+	return tuning.SetReap(threshold, chunk)
 }

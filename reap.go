@@ -31,14 +31,14 @@ import (
 	"syscall"
 
 	"github.com/reflinkfs/reflinkfs/internal/meta"
+	"github.com/reflinkfs/reflinkfs/internal/tuning"
 )
 
-// Files with more extents than this are freed in the background.
-var reapThreshold = 4096
-
-// reapChunk is the number of extents one reaping operation frees: small
-// enough that a commit waiting for the gate waits a few milliseconds.
-var reapChunk = 1024
+// reapThreshold: files with more extents are freed in the background.
+// reapChunk: extents one reaping operation frees, few enough that a commit
+// waiting for the gate waits only milliseconds. Tests lower both.
+func reapThreshold() int { return tuning.ReapThreshold }
+func reapChunk() int     { return tuning.ReapChunk }
 
 type reaper struct {
 	mu      sync.Mutex
@@ -184,7 +184,7 @@ func (fsys *FS) reapChunkOf(ino uint64) (finished bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if t.Len() <= reapChunk {
+	if t.Len() <= reapChunk() {
 		return true, fsys.freeInode(op, in)
 	}
 	// The first block of the reapChunk-th extent from the end.
@@ -193,7 +193,7 @@ func (fsys *FS) reapChunkOf(ino uint64) (finished bool, err error) {
 	t.Descend(func(m mapping) bool {
 		from = m.lblk
 		n++
-		return n < reapChunk
+		return n < reapChunk()
 	})
 	removed, err := fsys.unmapRange(in, from, ^uint64(0))
 	if err != nil {
@@ -214,7 +214,7 @@ func (fsys *FS) freeOrReap(op *opState, in *inode) error {
 		if err != nil {
 			return err
 		}
-		if t.Len() > reapThreshold {
+		if t.Len() > reapThreshold() {
 			k := meta.OrphanKey(in.ino)
 			if err := errors.Join(fsys.saveInode(in), fsys.txn.Set(k, meta.EncodeBytes(k, nil))); err != nil {
 				return err
