@@ -109,6 +109,16 @@ type Recording struct {
 	// outside a sync call).
 	problems []string
 	w        *W
+
+	// base is the device before the recorded run (nil: zeros). A recovery
+	// recording (RecordRecovery) starts from a crashed image, and every
+	// state it may show is initial.
+	base     *device.Memory
+	recovery bool
+	// emptyFree is Stats.FreeBytes of the freshly created, empty image: a
+	// recovered image whose files are all gone must be back to it once the
+	// background freeing is done.
+	emptyFree int64
 }
 
 // commitPoint is one durable commit of the recorded run.
@@ -144,6 +154,7 @@ func Record(name string, cfg Config, workload func(w *W)) (rec *Recording, err e
 		return nil, fmt.Errorf("create: %w", err)
 	}
 	r.startOps, r.startEvents = r.dev.count(), r.meta.Len()
+	r.emptyFree = fsys.Stats().FreeBytes
 	r.w = &W{fs: fsys, m: r.model, rng: rand.New(rand.NewPCG(cfg.Seed, 0x9e3779b97f4a7c15)), rec: r}
 	defer func() {
 		if v := recover(); v != nil {
@@ -175,6 +186,17 @@ func sanitize(s string) string {
 // onCommit runs inside every durable commit of the recorded run, with the
 // FS quiescent: the model is exactly what the commit made durable.
 func (r *Recording) onCommit() {
+	if r.recovery {
+		// Recovery changes no file: every commit holds the initial state.
+		sync := r.meta.LastSync(".log")
+		prev := -1
+		if len(r.commits) > 0 {
+			prev = r.commits[len(r.commits)-1].walSync
+		}
+		r.commits = append(r.commits, commitPoint{walSync: sync, walWrite: r.meta.FirstWrite(".log", prev+1, sync),
+			ops: r.dev.count(), by: "recovery"})
+		return
+	}
 	if r.w == nil {
 		return // opening the image
 	}
@@ -193,6 +215,16 @@ func (r *Recording) onCommit() {
 // Commits is the number of durable commits the workload made.
 func (r *Recording) Commits() int { return len(r.commits) }
 
+// ReapingSyncs is the number of the workload's sync calls that returned
+// with background freeing still under way (so their commit holds a deleted
+// file partly freed).
+func (r *Recording) ReapingSyncs() int {
+	if r.w == nil {
+		return 0
+	}
+	return r.w.reapingSyncs
+}
+
 // DeviceOps is the number of device operations the workload made.
 func (r *Recording) DeviceOps() int { return r.dev.count() - r.startOps }
 
@@ -200,8 +232,10 @@ func (r *Recording) DeviceOps() int { return r.dev.count() - r.startOps }
 // Events metadata events happened, the rest did not. With PowerCut, data
 // the metadata store wrote but did not sync is lost, and so is every device
 // write or punch after the last flush unless KeepSeed is 0 (all kept) or
-// picks it (a random half, chosen by the seed); without PowerCut (a killed
-// process) everything written survives.
+// picks it: the seed keeps or loses each such operation whole, or tears it
+// (keeps a random subset of its 4 KiB blocks), a quarter, a quarter and a
+// half of the time. Without PowerCut (a killed process) everything written
+// survives.
 type Point struct {
 	Ops      int
 	Events   int
@@ -224,18 +258,103 @@ func (p Point) String() string {
 	return s
 }
 
-func (p Point) keep() func(int) bool {
+// keepBlock returns which 4 KiB blocks of the unflushed device operations
+// a power cut at p keeps: block j of operation i survives if keep(i, j);
+// nil keeps everything.
+func (p Point) keepBlock() func(i, j int) bool {
 	if p.KeepSeed == 0 || !p.PowerCut {
 		return nil
 	}
-	return func(i int) bool {
-		// A fixed function of (seed, i): the same point always keeps the same ops.
-		x := p.KeepSeed ^ (uint64(i)+1)*0x9e3779b97f4a7c15
-		x ^= x >> 31
-		x *= 0xbf58476d1ce4e5b9
-		x ^= x >> 29
-		return x&1 == 1
+	return func(i, j int) bool {
+		// A fixed function of (seed, i, j): the same point always keeps the same blocks.
+		h := mix64(p.KeepSeed ^ (uint64(i)+1)*0x9e3779b97f4a7c15)
+		switch h % 4 {
+		case 0:
+			return false // lost whole
+		case 1:
+			return true // kept whole
+		}
+		return mix64(h^(uint64(j)+1)*0xd1b54a32d192ed03)&1 == 1 // torn
 	}
+}
+
+func mix64(x uint64) uint64 {
+	x ^= x >> 31
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 29
+	x *= 0x94d049bb133111eb
+	x ^= x >> 32
+	return x
+}
+
+// image rebuilds the data device as crash point p leaves it: every device
+// operation before p.Ops applied in order to the device the run started
+// with, those after the last flush only in the blocks p.keepBlock keeps.
+// (device.Recorder.Image keeps or loses a write call whole; a power cut
+// can tear a multi-block write, and the log holds the data to model it.)
+func (r *Recording) image(p Point) *device.Memory {
+	ops := r.dev.Ops()
+	upto := min(max(p.Ops, 0), len(ops))
+	lastFlush := -1
+	for i := upto - 1; i >= 0; i-- {
+		if ops[i].Kind == device.OpFlush {
+			lastFlush = i
+			break
+		}
+	}
+	var img *device.Memory
+	if r.base != nil {
+		img = r.base.Clone()
+	} else {
+		img = device.NewMemory(r.cfg.DeviceSize)
+	}
+	keep := p.keepBlock()
+	for i, op := range ops[:upto] {
+		if op.Kind == device.OpFlush {
+			continue
+		}
+		if i <= lastFlush || keep == nil {
+			if err := applyOp(img, op, 0, op.Length); err != nil {
+				panic(fmt.Sprintf("replaying device op %d: %v", i, err))
+			}
+			continue
+		}
+		// Apply the kept blocks, a run of consecutive ones per call.
+		blocks := int((op.Length + BlockSize - 1) / BlockSize)
+		for j := 0; j < blocks; {
+			if !keep(i, j) {
+				j++
+				continue
+			}
+			k := j + 1
+			for k < blocks && keep(i, k) {
+				k++
+			}
+			if err := applyOp(img, op, int64(j)*BlockSize, min(int64(k)*BlockSize, op.Length)); err != nil {
+				panic(fmt.Sprintf("replaying device op %d: %v", i, err))
+			}
+			j = k
+		}
+	}
+	return img
+}
+
+// applyOp applies bytes [from, to) of a recorded write or punch to img.
+func applyOp(img *device.Memory, op device.Op, from, to int64) error {
+	switch op.Kind {
+	case device.OpWrite:
+		// The device takes aligned buffers only; the log's copy is not.
+		buf := device.AlignedBuffer(BlockSize)
+		for o := from; o < to; o += BlockSize {
+			copy(buf, op.Data[o:o+BlockSize])
+			if err := img.WriteBlocks([][]byte{buf}, op.Off+o); err != nil {
+				return err
+			}
+		}
+	case device.OpPunch:
+		return img.Punch(op.Off+from, to-from)
+	}
+	return nil
 }
 
 // eventRange returns the metadata event counts consistent with a crash after
@@ -390,7 +509,7 @@ func (r *Recording) expected(p Point) []int {
 }
 
 func (r *Recording) state(k int) Snapshot {
-	if k < 0 {
+	if k < 0 || r.recovery {
 		return r.initial
 	}
 	return r.commits[k].state
@@ -416,7 +535,7 @@ func (r *Recording) Check(p Point) (problems []string) {
 	if err != nil {
 		return []string{"harness: " + err.Error()}
 	}
-	dev := r.dev.Image(p.Ops, p.keep())
+	dev := r.image(p)
 	opt := reflinkfs.Options{CacheSize: r.cfg.CacheSize, CommitInterval: -1, Logger: r.cfg.Logger,
 		Storage: &reflinkfs.Storage{Device: dev, MetaFS: metaFS}}
 	fsys, err := reflinkfs.Open(img, opt)
@@ -449,6 +568,10 @@ func (r *Recording) Check(p Point) (problems []string) {
 func (r *Recording) verify(fsys *reflinkfs.FS, want Snapshot, k int, when string) []string {
 	var problems []string
 	add := func(format string, args ...any) { problems = append(problems, when+fmt.Sprintf(format, args...)) }
+	// Let the background freeing resumed by Open finish first: Fsck run
+	// while the reaper works reports false problems (an operation slips in
+	// between its commit and its gate; TestFsckWhileReaping).
+	fsys.WaitReaped()
 	rep, err := fsys.Fsck(false)
 	if err != nil {
 		add("fsck: %v", err)
@@ -476,6 +599,45 @@ func (r *Recording) verify(fsys *reflinkfs.FS, want Snapshot, k int, when string
 	}
 	if n := fsys.Stats().ChecksumErrors; n > 0 {
 		add("%d checksum errors", n)
+	}
+	if len(problems) == 0 {
+		problems = r.checkFreed(fsys, want, when)
+	}
+	return problems
+}
+
+// checkFreed checks that no deleted file outlives recovery: once background
+// freeing is done (verify waited for it), the image holds exactly want's
+// inodes (the root, the directories, the files, hard links once; with fsck
+// clean, no block is leaked, so the deleted files' blocks are all free), and
+// an image with no file left has all its space free again, as when it was
+// created.
+func (r *Recording) checkFreed(fsys *reflinkfs.FS, want Snapshot, when string) []string {
+	var problems []string
+	add := func(format string, args ...any) { problems = append(problems, when+fmt.Sprintf(format, args...)) }
+	ids := map[int]bool{}
+	inodes := int64(1 + len(want.Dirs))
+	for _, f := range want.Files {
+		if f.ID < 0 || !ids[f.ID] {
+			inodes++
+		}
+		ids[f.ID] = true
+	}
+	st := fsys.Stats()
+	if st.ReapingFiles != 0 {
+		add("%d files still being freed after WaitReaped", st.ReapingFiles)
+	}
+	if st.Inodes != inodes {
+		add("%d inodes once background freeing is done, want %d: a deleted file was not freed", st.Inodes, inodes)
+	}
+	if len(want.Files) == 0 {
+		if err := fsys.Sync(); err != nil { // blocks freed since the last commit become free at the next
+			add("sync: %v", err)
+		}
+		if free := fsys.Stats().FreeBytes; free != r.emptyFree {
+			add("no file left but %d bytes free, want %d as in the empty image: %d bytes not freed",
+				free, r.emptyFree, r.emptyFree-free)
+		}
 	}
 	return problems
 }

@@ -23,7 +23,7 @@ func TestHarnessDetectsMissingFlush(t *testing.T) {
 		b.Write(0, 30*kib)
 		b.Sync()
 	}
-	for _, wl := range []Workload{{"small-writes", small}, {"overwrite-shared", overwriteShared}} {
+	for _, wl := range []Workload{{Name: "small-writes", Run: small}, {Name: "overwrite-shared", Run: overwriteShared}} {
 		t.Run(wl.Name, func(t *testing.T) {
 			rec, err := Record(wl.Name, Config{Seed: 1, TempDir: t.TempDir(), dropFlushes: true}, wl.Run)
 			if err != nil {

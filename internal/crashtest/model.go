@@ -55,13 +55,17 @@ func (m *Model) newNode() *node {
 }
 
 // remember adds n's current blocks to its history.
-func (m *Model) remember(n *node) {
+func (m *Model) remember(n *node) { m.rememberRange(n, 0, int64(len(n.data))) }
+
+// rememberRange adds n's current blocks holding bytes [from, to) to its
+// history.
+func (m *Model) rememberRange(n *node, from, to int64) {
 	h := m.history[n.id]
 	if h == nil {
 		h = map[int64]map[uint64]bool{}
 		m.history[n.id] = h
 	}
-	for b := int64(0); b*BlockSize < int64(len(n.data)); b++ {
+	for b := from / BlockSize; b*BlockSize < min(to, int64(len(n.data))); b++ {
 		end := min(int64(len(n.data)), (b+1)*BlockSize)
 		set := h[b]
 		if set == nil {
@@ -161,11 +165,13 @@ func (n *node) resize(size int64) {
 
 // Write stores data at off, growing the file.
 func (m *Model) Write(n *node, off int64, data []byte) {
+	from := off // blocks changed: the written ones, and the zeros a gap past the end reads as
 	if end := off + int64(len(data)); end > int64(len(n.data)) {
+		from = min(from, int64(len(n.data)))
 		n.resize(end)
 	}
 	copy(n.data[off:], data)
-	m.remember(n)
+	m.rememberRange(n, from, off+int64(len(data)))
 }
 
 // Truncate sets the size; growth reads as zeros.

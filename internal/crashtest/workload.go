@@ -24,6 +24,9 @@ type W struct {
 	op      string // the operation running, for messages
 	closed  bool
 	nextTag int
+	// reapingSyncs counts sync calls that returned with background freeing
+	// still under way: their commit caught a file partly freed.
+	reapingSyncs int
 }
 
 // File is a file the workload has open.
@@ -184,6 +187,21 @@ func (w *W) SyncFS() {
 	err := w.fs.Sync()
 	w.syncing = false
 	w.check(err)
+	w.noteReaping()
+}
+
+// noteReaping counts a sync that returned while the reaper was still busy.
+func (w *W) noteReaping() {
+	if w.fs.Stats().ReapingFiles > 0 {
+		w.reapingSyncs++
+	}
+}
+
+// WaitReaped waits for the background freeing of deleted files to finish
+// (its work is durable at the next sync).
+func (w *W) WaitReaped() {
+	w.begin("wait reaped")
+	w.fs.WaitReaped()
 }
 
 // Fsck checks the recorded image (it commits first) and fails the workload
@@ -194,6 +212,7 @@ func (w *W) Fsck() {
 	rep, err := w.fs.Fsck(false)
 	w.syncing = false
 	w.check(err)
+	w.noteReaping()
 	if !rep.Clean() {
 		w.fail("%s", strings.Join(rep.Problems, "; "))
 	}
@@ -227,6 +246,20 @@ func (f *File) WriteData(off int64, data []byte) {
 	_, err := f.f.WriteAt(data, off)
 	f.w.check(err)
 	f.w.m.Write(f.n, off, data)
+	f.verify()
+}
+
+// WriteEvery writes n new bytes at off, off+stride, ... (count writes) and
+// checks the file once at the end: a cheap way to make many extents.
+func (f *File) WriteEvery(off, stride int64, count, n int) {
+	for i := range count {
+		at := off + int64(i)*stride
+		data := f.w.Data(n)
+		f.w.begin("write %s %d+%d (%d of %d)", f.path, at, n, i+1, count)
+		_, err := f.f.WriteAt(data, at)
+		f.w.check(err)
+		f.w.m.Write(f.n, at, data)
+	}
 	f.verify()
 }
 
@@ -323,6 +356,7 @@ func (f *File) Sync() {
 	err := f.f.Sync()
 	f.w.syncing = false
 	f.w.check(err)
+	f.w.noteReaping()
 }
 
 // Close closes the file (an unlinked file is freed at its last close).

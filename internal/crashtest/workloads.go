@@ -1,12 +1,36 @@
 package crashtest
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/reflinkfs/reflinkfs/internal/tuning"
+)
 
 // Workload is a named sequence of operations for Record.
 type Workload struct {
 	Name string
 	Run  func(w *W)
+	// Reap, when set, lowers the background freeing thresholds (extents
+	// above which a deleted file is freed in the background, extents freed
+	// per operation) so small files reach the reaper; see Tune.
+	Reap [2]int
 }
+
+// Tune sets the engine thresholds the workload needs, for its recording
+// and every replay of it, and returns the function restoring them. No
+// engine may be running meanwhile (other than recorded images left open
+// with an idle reaper).
+func (wl Workload) Tune() (restore func()) {
+	if wl.Reap == [2]int{} {
+		return func() {}
+	}
+	return tuning.SetReap(wl.Reap[0], wl.Reap[1])
+}
+
+// reapTuning: files of more than 64 extents are freed in the background,
+// 4 extents per operation, so a file of a few hundred extents takes dozens
+// of operations that commits and other writes interleave with.
+var reapTuning = [2]int{64, 4}
 
 const kib = 1024
 
@@ -14,19 +38,21 @@ const kib = 1024
 // operations) and exercises one part of the crash contract; "mix" combines
 // them at random.
 var Workloads = []Workload{
-	{"sequential-write-fsync", sequentialWrites},
-	{"random-write-fsync", randomWrites},
-	{"overwrite-shared", overwriteShared},
-	{"clone", cloneWorkload},
-	{"dedupe", dedupeWorkload},
-	{"punch", punchWorkload},
-	{"zero-range", zeroWorkload},
-	{"truncate", truncateWorkload},
-	{"unlink-open-clone-source", unlinkCloneSource},
-	{"rename-over", renameOver},
-	{"many-small-files", manySmallFiles},
-	{"reuse-freed-space", reuseFreed},
-	{"mix", mixWorkload},
+	{Name: "sequential-write-fsync", Run: sequentialWrites},
+	{Name: "random-write-fsync", Run: randomWrites},
+	{Name: "overwrite-shared", Run: overwriteShared},
+	{Name: "clone", Run: cloneWorkload},
+	{Name: "dedupe", Run: dedupeWorkload},
+	{Name: "punch", Run: punchWorkload},
+	{Name: "zero-range", Run: zeroWorkload},
+	{Name: "truncate", Run: truncateWorkload},
+	{Name: "unlink-open-clone-source", Run: unlinkCloneSource},
+	{Name: "rename-over", Run: renameOver},
+	{Name: "many-small-files", Run: manySmallFiles},
+	{Name: "reuse-freed-space", Run: reuseFreed},
+	{Name: "mix", Run: mixWorkload},
+	{Name: "reap-cloned", Run: reapCloned, Reap: reapTuning},
+	{Name: "reap-unlinked-open", Run: reapUnlinkedOpen, Reap: reapTuning},
 }
 
 // sequentialWrites appends to two files, fsyncing one or the other.
@@ -442,4 +468,66 @@ func mixWorkload(w *W) {
 	for _, f := range open {
 		f.Close()
 	}
+}
+
+// reapCloned deletes a fragmented file (every other block written: one
+// extent per block) part of which a second file clones, so the background
+// reaper frees it while syncs and unrelated writes go on, then deletes the
+// clone the same way, and finally everything: the image must end as empty
+// as it was created, whichever the crash point.
+func reapCloned(w *W) {
+	big := w.Create("big")
+	big.WriteEvery(0, 2*BlockSize, 240, BlockSize) // 240 extents
+	big.Sync()
+	clone := w.Create("clone")
+	clone.CloneRange(big, 80*BlockSize, 320*BlockSize, 0) // 160 shared extents
+	clone.Sync()
+	big.Close()
+	w.Remove("big") // 240 extents: to the reaper
+	w.SyncFS()      // commits a partly freed orphan
+	other := w.Create("other")
+	other.Write(0, 24*kib)
+	other.Sync()
+	clone.Write(10*BlockSize, 2*BlockSize) // shared blocks now private
+	other.Write(8*kib, 40*kib)
+	w.SyncFS()
+	w.WaitReaped()
+	w.SyncFS()
+	clone.Close()
+	w.Remove("clone") // about 160 extents: to the reaper
+	other.Write(0, 4*kib)
+	other.Sync()
+	w.WaitReaped()
+	other.Close()
+	w.Remove("other")
+	w.SyncFS()
+}
+
+// reapUnlinkedOpen deletes fragmented files still open: the last close
+// hands an unlinked file to the reaper; renaming over a fragmented file
+// hands the replaced one to it; and one orphan stays open across syncs.
+func reapUnlinkedOpen(w *W) {
+	a := w.Create("a")
+	a.WriteEvery(0, 2*BlockSize, 150, BlockSize) // 150 extents
+	a.Sync()
+	b := w.Create("b")
+	b.WriteEvery(BlockSize, 3*BlockSize, 100, 2000) // 100 extents, partial blocks
+	w.Remove("a")                                   // a is open: an orphan, not reaped yet
+	a.WriteEvery(BlockSize, 8*BlockSize, 10, 100)   // writes to the orphan
+	w.SyncFS()
+	a.Close() // the last close: to the reaper
+	b.Write(0, 3000)
+	b.Sync() // commits while a is being freed
+	small := w.Create("small")
+	small.Write(0, 9000)
+	small.Close()
+	w.Rename("small", "b") // b's old inode is open: an orphan
+	w.SyncFS()
+	b.Write(50*BlockSize, 100) // into the orphan
+	b.Close()                  // to the reaper
+	w.SyncFS()
+	w.WaitReaped()
+	w.SyncFS()
+	w.Remove("b")
+	w.SyncFS()
 }
