@@ -587,6 +587,13 @@ func (fsys *FS) commit() error {
 	defer fsys.gate.Unlock()
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
+	return fsys.commitLocked()
+}
+
+// commitLocked is commit with the gate held exclusively and fs.mu held:
+// for callers that need no operation to run between the commit and what
+// they do next (fsck).
+func (fsys *FS) commitLocked() error {
 	if fsys.closed {
 		return fs.ErrClosed
 	}

@@ -98,15 +98,18 @@ type CheckOptions struct {
 // Check is Fsck with options.
 func (fsys *FS) Check(opt CheckOptions) (*FsckReport, error) {
 	repair := opt.Repair
-	if err := fsys.commit(); err != nil && !fsys.opt.ReadOnly {
-		return nil, pathErr("fsck", fsys.dir, err)
-	}
+	// Commit and check with the gate held throughout: an operation slipping
+	// in between (the background reaper, a writer) would leave the in-memory
+	// state the check compares with the store ahead of it.
 	fsys.gate.Lock()
 	defer fsys.gate.Unlock()
 	fsys.mu.Lock()
 	defer fsys.mu.Unlock()
 	if fsys.closed {
 		return nil, pathErr("fsck", fsys.dir, fs.ErrClosed)
+	}
+	if err := fsys.commitLocked(); err != nil && !fsys.opt.ReadOnly {
+		return nil, pathErr("fsck", fsys.dir, err)
 	}
 	var sbOverride *meta.Super
 	if fsys.sbRebuilt {
