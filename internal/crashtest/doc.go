@@ -59,7 +59,7 @@
 // The package's tests (go test ./internal/crashtest) also cover the rest of
 // the crash and bad-input contract:
 //   - TestCrashReplay: every Workload, about -crash.points points in all
-//     (default 300; 0 means every instant of every workload, about 3,000
+//     (default 300; 0 means every instant of every workload, about 4,500
 //     per seed; -crash.seeds=N runs each workload with N seeds);
 //   - TestCrashDuringRecovery: -crash.recovery first crash points (default
 //     8, over the reaping workloads, unlink-open-clone-source and mix,
