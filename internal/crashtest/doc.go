@@ -32,9 +32,8 @@
 //   - for some points, the recovered image accepts writes, closes, reopens
 //     and checks clean again.
 //
-// Fsck runs after that wait, not while the reaper works: Fsck racing an
-// operation between its commit and its gate reports false problems
-// (TestFsckWhileReaping fails until the engine is fixed).
+// The first fsck runs while the reaper may still work (Fsck once raced
+// operations between its commit and its gate: TestFsckWhileReaping).
 //
 // A crash during recovery: Recording.RecordRecovery replays a point, puts
 // the crashed device under a new device.Recorder (NewRecorderFrom) and the
@@ -68,7 +67,7 @@
 //     (default 8; 0 means every instant of it);
 //   - TestPowerCutTearsWrites: crash images include lost, kept and torn
 //     unflushed writes; TestFsckWhileReaping: Fsck while the reaper frees a
-//     file (an engine bug, see above);
+//     file reports no false problem;
 //   - TestKillDaemonWhileWriting: SIGKILL of a real mount's daemon under an
 //     fsyncing writer, -kill.rounds times; fsck and the fsync'd data after
 //     each (needs root and /dev/fuse; REFLINKFS_REQUIRE_FUSE=1 makes their
