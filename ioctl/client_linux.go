@@ -113,3 +113,22 @@ func Fiemap(f *os.File) ([]Extent, error) {
 		}
 	}
 }
+
+// CloneTree makes dstDir/name a clone of the directory tree srcDir: every
+// directory, file (sharing all its blocks), symlink, special file, hard link,
+// extended attribute, mode, owner and access/modification time below srcDir
+// is reproduced in one request to the daemon. Both must be directories of
+// the same reflinkfs mount, srcDir open for reading (not O_PATH), and name
+// must not exist in dstDir. On an error other than the checks made before
+// anything is created, a partial copy may be left at dstDir/name. Callers
+// without privileges get a copy they own; see docs/ioctl.md.
+func CloneTree(dstDir *os.File, name string, srcDir *os.File) error {
+	var args CloneTreeArgs
+	if err := args.SetName(name); err != nil {
+		return &os.PathError{Op: "ioctl", Path: dstDir.Name(), Err: err}
+	}
+	args.SrcFd = int64(srcDir.Fd())
+	err := call(dstDir, IocCloneTree, unsafe.Pointer(&args))
+	runtime.KeepAlive(srcDir)
+	return err
+}

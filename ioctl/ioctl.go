@@ -1,25 +1,30 @@
 // Package ioctl defines the custom ioctls that a reflinkfs mount serves on its
-// regular files, and client functions that call them.
+// regular files and directories, and client functions that call them.
 //
 // The Linux kernel never passes FICLONE, FICLONERANGE, FIDEDUPERANGE or
 // FS_IOC_FIEMAP to a FUSE daemon, but it does pass ioctls whose number encodes
-// direction and size (_IOW/_IOWR) on regular files, in "restricted mode": the
-// kernel copies a fixed-size argument in and out, so the argument structures
-// here are inline, fixed size, contain no pointers, and have no implicit
-// padding. All integers are in the machine's native byte order.
+// direction and size (_IOW/_IOWR) on regular files and directories, in
+// "restricted mode": the kernel copies a fixed-size argument in and out, so
+// the argument structures here are inline, fixed size, contain no pointers,
+// and have no implicit padding. All integers are in the machine's native
+// byte order.
 //
-// A source file is named by a file descriptor number in the argument; the
-// daemon duplicates the caller's descriptor with pidfd_open + pidfd_getfd,
-// checks it belongs to the same mount and is open for reading. The ioctl is
-// issued on the destination file, which must be open for writing.
+// A source is named by a file descriptor number in the argument; the daemon
+// duplicates the caller's descriptor with pidfd_open + pidfd_getfd, checks it
+// belongs to the same mount and is open for reading. A file ioctl is issued
+// on the destination file, which must be open for writing; the tree clone is
+// issued on the directory that receives the new tree.
 //
 // The layouts, numbers and errors are documented for C callers in
 // docs/ioctl.md. This package has no dependency on the reflinkfs engine.
 package ioctl
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
+	"syscall"
 )
 
 // Magic is the ioctl type byte of every reflinkfs ioctl.
@@ -132,6 +137,51 @@ type FiemapArgs struct {
 // FiemapArgs.Flags bits.
 const FiemapLast = 1 << 0
 
+// CloneTreeNameSize is the size of CloneTreeArgs.Name: a name of up to 255
+// bytes and its terminating NUL.
+const CloneTreeNameSize = 256
+
+// CloneTreeArgs is the argument of IocCloneTree, issued on a directory: the
+// directory SrcFd (on the same mount) is cloned, with everything below it,
+// as the new entry Name of the directory the ioctl is issued on.
+type CloneTreeArgs struct {
+	SrcFd int64
+	Name  [CloneTreeNameSize]byte // NUL-terminated
+}
+
+// SetName stores name NUL-terminated in a.Name. It fails for names that
+// cannot be a directory entry: empty, ".", "..", containing '/' or NUL
+// (EINVAL), or longer than 255 bytes (ENAMETOOLONG).
+func (a *CloneTreeArgs) SetName(name string) error {
+	if err := checkEntryName(name); err != nil {
+		return err
+	}
+	a.Name = [CloneTreeNameSize]byte{}
+	copy(a.Name[:], name)
+	return nil
+}
+
+// EntryName returns the name stored in a.Name, checked as SetName checks it
+// (a Name without a NUL is ENAMETOOLONG).
+func (a *CloneTreeArgs) EntryName() (string, error) {
+	n := bytes.IndexByte(a.Name[:], 0)
+	if n < 0 {
+		return "", syscall.ENAMETOOLONG
+	}
+	name := string(a.Name[:n])
+	return name, checkEntryName(name)
+}
+
+func checkEntryName(name string) error {
+	switch {
+	case name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00"):
+		return syscall.EINVAL
+	case len(name) >= CloneTreeNameSize:
+		return syscall.ENAMETOOLONG
+	}
+	return nil
+}
+
 // Argument sizes in bytes (the size field of each ioctl number).
 const (
 	SizeCloneArgs       = 8
@@ -139,6 +189,7 @@ const (
 	SizeDedupeRangeArgs = 48
 	SizeUnshareArgs     = 16
 	SizeFiemapArgs      = 32 + FiemapBatch*32
+	SizeCloneTreeArgs   = 8 + CloneTreeNameSize
 )
 
 // Request numbers. Numbers start at 0x40 to stay clear of linux/random.h,
@@ -149,6 +200,8 @@ var (
 	IocDedupeRange = IOWR(Magic, 0x42, SizeDedupeRangeArgs)
 	IocUnshare     = IOW(Magic, 0x43, SizeUnshareArgs)
 	IocFiemap      = IOWR(Magic, 0x44, SizeFiemapArgs)
+	// IocCloneTree is issued on a directory, not a regular file.
+	IocCloneTree = IOW(Magic, 0x45, SizeCloneTreeArgs)
 )
 
 // Encode returns the wire form of an argument structure (one of the *Args

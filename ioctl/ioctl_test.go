@@ -1,6 +1,9 @@
 package ioctl
 
 import (
+	"errors"
+	"strings"
+	"syscall"
 	"testing"
 	"unsafe"
 )
@@ -19,6 +22,7 @@ func TestLayoutMatchesSizes(t *testing.T) {
 		{"DedupeRangeArgs", unsafe.Sizeof(DedupeRangeArgs{}), SizeDedupeRangeArgs, IocDedupeRange, 0xc0305242, len(Encode(&DedupeRangeArgs{}))},
 		{"UnshareArgs", unsafe.Sizeof(UnshareArgs{}), SizeUnshareArgs, IocUnshare, 0x40105243, len(Encode(&UnshareArgs{}))},
 		{"FiemapArgs", unsafe.Sizeof(FiemapArgs{}), SizeFiemapArgs, IocFiemap, 0xc4205244, len(Encode(&FiemapArgs{}))},
+		{"CloneTreeArgs", unsafe.Sizeof(CloneTreeArgs{}), SizeCloneTreeArgs, IocCloneTree, 0x41085245, len(Encode(&CloneTreeArgs{}))},
 	}
 	for _, c := range cases {
 		if c.goSize != uintptr(c.abiSize) || c.wireBytes != int(c.abiSize) {
@@ -53,5 +57,42 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	}
 	if err := Decode(make([]byte, 10), &out); err == nil {
 		t.Fatal("decode of a short buffer succeeded")
+	}
+}
+
+func TestCloneTreeName(t *testing.T) {
+	var a CloneTreeArgs
+	long := strings.Repeat("n", 255)
+	for _, name := range []string{"rootfs-2", long, "with space", "ünïcode"} {
+		a.Name = [CloneTreeNameSize]byte{0: 'x', 200: 'y'} // old contents must not leak
+		if err := a.SetName(name); err != nil {
+			t.Fatalf("SetName(%q): %v", name, err)
+		}
+		var b CloneTreeArgs
+		if err := Decode(Encode(&a), &b); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := b.EntryName(); got != name || err != nil {
+			t.Errorf("EntryName after SetName(%q) = %q, %v", name, got, err)
+		}
+	}
+	for name, want := range map[string]error{
+		"": syscall.EINVAL, ".": syscall.EINVAL, "..": syscall.EINVAL, "a/b": syscall.EINVAL,
+		"nul\x00in": syscall.EINVAL, long + "n": syscall.ENAMETOOLONG,
+	} {
+		if err := a.SetName(name); !errors.Is(err, want) {
+			t.Errorf("SetName(%q) = %v, want %v", name, err, want)
+		}
+	}
+	// A name filling all 256 bytes has no terminator.
+	for i := range a.Name {
+		a.Name[i] = 'z'
+	}
+	if _, err := a.EntryName(); !errors.Is(err, syscall.ENAMETOOLONG) {
+		t.Errorf("unterminated name: %v, want ENAMETOOLONG", err)
+	}
+	copy(a.Name[:], "../x\x00")
+	if _, err := a.EntryName(); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("name with a slash: %v, want EINVAL", err)
 	}
 }

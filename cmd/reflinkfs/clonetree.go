@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/reflinkfs/reflinkfs/ioctl"
 )
 
 // cloneFunc makes dst share src's contents (cloneFD; tests pass a copy).
@@ -40,8 +42,22 @@ type pendingDir struct {
 	st       *syscall.Stat_t
 }
 
-// cloneTree clones the tree at src to dst, which must not exist.
-func cloneTree(src, dst string, clone cloneFunc, warn io.Writer) error {
+// cloneTreeAuto clones the tree at src to dst, which must not exist: in
+// one request to the daemon when both are on one reflinkfs mount (the
+// CLONE_TREE ioctl), else by walking the tree with clone for each file.
+func cloneTreeAuto(src, dst string, clone cloneFunc, warn io.Writer) error {
+	if err := checkTreeTarget(src, dst); err != nil {
+		return err
+	}
+	handled, err := cloneTreeIoctl(src, dst)
+	if handled {
+		return err
+	}
+	return cloneTree(src, dst, clone, warn)
+}
+
+// checkTreeTarget refuses a dst inside src (or src itself) and an existing dst.
+func checkTreeTarget(src, dst string) error {
 	srcAbs, err := filepath.Abs(src)
 	if err != nil {
 		return err
@@ -55,6 +71,49 @@ func cloneTree(src, dst string, clone cloneFunc, warn io.Writer) error {
 	}
 	if _, err := os.Lstat(dst); err == nil {
 		return fmt.Errorf("%s: already exists", dst)
+	}
+	return nil
+}
+
+// cloneTreeIoctl asks the daemon to clone the tree. handled is false when
+// the ioctl is not available for this pair: not a reflinkfs mount (ENOTTY),
+// src and dst's parent on different mounts (EXDEV), or a daemon without it
+// (ENOTTY, EOPNOTSUPP); the caller walks the tree then.
+func cloneTreeIoctl(src, dst string) (handled bool, err error) {
+	dstAbs, err := filepath.Abs(dst)
+	if err != nil {
+		return true, err
+	}
+	sd, err := os.OpenFile(src, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return true, fmt.Errorf("%s: %w", src, unwrapPathError(err))
+	}
+	defer sd.Close()
+	parent := filepath.Dir(dstAbs)
+	pd, err := os.OpenFile(parent, os.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return true, fmt.Errorf("%s: %w", parent, unwrapPathError(err))
+	}
+	defer pd.Close()
+	err = ioctl.CloneTree(pd, filepath.Base(dstAbs), sd)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.ENOTTY), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EXDEV):
+		return false, nil
+	}
+	err = fmt.Errorf("%s: %w", dst, unwrapPathError(err))
+	if _, serr := os.Lstat(dst); serr == nil {
+		err = fmt.Errorf("%w (the partial copy in %s is left in place)", err, dst)
+	}
+	return true, err
+}
+
+// cloneTree clones the tree at src to dst, which must not exist, file by
+// file.
+func cloneTree(src, dst string, clone cloneFunc, warn io.Writer) error {
+	if err := checkTreeTarget(src, dst); err != nil {
+		return err
 	}
 	t := &treeCloner{src: src, dst: dst, clone: clone, warn: warn, root: os.Geteuid() == 0, links: map[devIno]string{}}
 	walkErr := filepath.WalkDir(src, t.visit)

@@ -2,17 +2,28 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/reflinkfs/reflinkfs"
+	"github.com/reflinkfs/reflinkfs/internal/fusefs"
+	"github.com/reflinkfs/reflinkfs/internal/testenv"
+	"github.com/reflinkfs/reflinkfs/ioctl"
 )
 
 // copyClone stands in for a reflink where the test file system has none.
@@ -98,14 +109,54 @@ func snapshotTree(t *testing.T, root string) map[string]entryMeta {
 	return out
 }
 
-func TestCloneTree(t *testing.T) {
-	base := t.TempDir()
-	src := filepath.Join(base, "src")
+// compareTrees reports every way got differs from want; owners are
+// compared when the clone was made by root.
+func compareTrees(t *testing.T, want, got map[string]entryMeta, owners bool) {
+	t.Helper()
+	for rel, w := range want {
+		g, ok := got[rel]
+		if !ok {
+			t.Errorf("%s: missing in clone", rel)
+			continue
+		}
+		if g.mode != w.mode {
+			t.Errorf("%s: mode %o, want %o", rel, g.mode, w.mode)
+		}
+		if owners && (g.uid != w.uid || g.gid != w.gid) {
+			t.Errorf("%s: owner %d:%d, want %d:%d", rel, g.uid, g.gid, w.uid, w.gid)
+		}
+		if g.mtime != w.mtime {
+			t.Errorf("%s: mtime %v, want %v", rel, time.Unix(0, g.mtime).UTC(), time.Unix(0, w.mtime).UTC())
+		}
+		if g.atime != w.atime && w.mode&unix.S_IFMT != unix.S_IFDIR {
+			// (directories' atimes change when the snapshot reads them)
+			t.Errorf("%s: atime %v, want %v", rel, time.Unix(0, g.atime).UTC(), time.Unix(0, w.atime).UTC())
+		}
+		if g.content != w.content || g.link != w.link || g.rdev != w.rdev || g.inodeKey != w.inodeKey {
+			t.Errorf("%s: got content %q link %q rdev %d links-with %q; want %q %q %d %q",
+				rel, g.content, g.link, g.rdev, g.inodeKey, w.content, w.link, w.rdev, w.inodeKey)
+		}
+		if len(g.xattrs) != len(w.xattrs) {
+			t.Errorf("%s: xattrs %v, want %v", rel, g.xattrs, w.xattrs)
+		}
+		for k, v := range w.xattrs {
+			if g.xattrs[k] != v {
+				t.Errorf("%s: xattr %s = %q, want %q", rel, k, g.xattrs[k], v)
+			}
+		}
+	}
+	for rel := range got {
+		if _, ok := want[rel]; !ok {
+			t.Errorf("%s: extra entry in clone", rel)
+		}
+	}
+}
+
+// makeTestTree builds the tree the clone tests copy at src and returns
+// its snapshot and whether the file system took user xattrs.
+func makeTestTree(t *testing.T, src string) (map[string]entryMeta, bool) {
+	t.Helper()
 	root := os.Geteuid() == 0
-	t.Cleanup(func() { // let TempDir's cleanup remove the read-only directories as non-root
-		os.Chmod(filepath.Join(base, "src", "ro"), 0o755)
-		os.Chmod(filepath.Join(base, "dst", "ro"), 0o755)
-	})
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -159,6 +210,24 @@ func TestCloneTree(t *testing.T) {
 		m.atime = st.Atim.Nano()
 		want[rel] = m
 	}
+	return want, xattrsWork
+}
+
+func TestCloneTree(t *testing.T) {
+	base := t.TempDir()
+	src := filepath.Join(base, "src")
+	root := os.Geteuid() == 0
+	t.Cleanup(func() { // let TempDir's cleanup remove the read-only directories as non-root
+		os.Chmod(filepath.Join(base, "src", "ro"), 0o755)
+		os.Chmod(filepath.Join(base, "dst", "ro"), 0o755)
+	})
+	want, xattrsWork := makeTestTree(t, src)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	dst := filepath.Join(base, "dst")
 	var warn bytes.Buffer
@@ -166,45 +235,7 @@ func TestCloneTree(t *testing.T) {
 	if warn.Len() > 0 {
 		t.Errorf("warnings: %s", warn.String())
 	}
-	got := snapshotTree(t, dst)
-
-	for rel, w := range want {
-		g, ok := got[rel]
-		if !ok {
-			t.Errorf("%s: missing in clone", rel)
-			continue
-		}
-		if g.mode != w.mode {
-			t.Errorf("%s: mode %o, want %o", rel, g.mode, w.mode)
-		}
-		if root && (g.uid != w.uid || g.gid != w.gid) {
-			t.Errorf("%s: owner %d:%d, want %d:%d", rel, g.uid, g.gid, w.uid, w.gid)
-		}
-		if g.mtime != w.mtime {
-			t.Errorf("%s: mtime %v, want %v", rel, time.Unix(0, g.mtime).UTC(), time.Unix(0, w.mtime).UTC())
-		}
-		if g.atime != w.atime && w.mode&unix.S_IFMT != unix.S_IFDIR {
-			// (directories' atimes change when the snapshot reads them)
-			t.Errorf("%s: atime %v, want %v", rel, time.Unix(0, g.atime).UTC(), time.Unix(0, w.atime).UTC())
-		}
-		if g.content != w.content || g.link != w.link || g.rdev != w.rdev || g.inodeKey != w.inodeKey {
-			t.Errorf("%s: got content %q link %q rdev %d links-with %q; want %q %q %d %q",
-				rel, g.content, g.link, g.rdev, g.inodeKey, w.content, w.link, w.rdev, w.inodeKey)
-		}
-		if len(g.xattrs) != len(w.xattrs) {
-			t.Errorf("%s: xattrs %v, want %v", rel, g.xattrs, w.xattrs)
-		}
-		for k, v := range w.xattrs {
-			if g.xattrs[k] != v {
-				t.Errorf("%s: xattr %s = %q, want %q", rel, k, g.xattrs[k], v)
-			}
-		}
-	}
-	for rel := range got {
-		if _, ok := want[rel]; !ok {
-			t.Errorf("%s: extra entry in clone", rel)
-		}
-	}
+	compareTrees(t, want, snapshotTree(t, dst), root)
 	if xattrsWork && len(want["a/deep/er/file"].xattrs) != 1 {
 		t.Error("test setup: xattr not recorded")
 	}
@@ -298,4 +329,234 @@ func TestDedupeFileChunks(t *testing.T) {
 	if _, err := dedupeFile(f, f, 4096, stuck); err == nil {
 		t.Error("no-progress dedupe did not fail")
 	}
+}
+
+// mountReflinkfs mounts a fresh image in the test process and returns the
+// mountpoint; it is unmounted when the test ends.
+func mountReflinkfs(t *testing.T) string {
+	t.Helper()
+	testenv.RequireFUSE(t)
+	img, mp := filepath.Join(t.TempDir(), "img"), t.TempDir()
+	fsys, err := reflinkfs.Create(img, reflinkfs.Options{Size: 1 << 30, CacheSize: 32 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := fusefs.Mount(fsys, mp, fusefs.Options{FsName: img, DefaultPermissions: true, AllowOther: true})
+	if err != nil {
+		fsys.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+		if err := fsys.Close(); err != nil {
+			t.Errorf("close image: %v", err)
+		}
+	})
+	return mp
+}
+
+// On one reflinkfs mount, clone -r is one CLONE_TREE request: no file is
+// cloned by the walk, and the copy is exact and shares its blocks. Across
+// file systems it falls back to the walk.
+func TestCloneTreeUsesIoctl(t *testing.T) {
+	mp := mountReflinkfs(t)
+	src := filepath.Join(mp, "src")
+	want, xattrsWork := makeTestTree(t, src)
+	if !xattrsWork {
+		t.Fatal("reflinkfs mount refused a user xattr")
+	}
+	big := make([]byte, 1<<20)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(filepath.Join(src, "a", "big"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(filepath.Join(src, "a"), time.Now(), time.Date(2002, 3, 4, 5, 6, 7, 0, time.UTC)); err != nil {
+		t.Fatal(err)
+	}
+	want = snapshotTree(t, src)
+	walked := 0
+	countingClone := func(dst, src *os.File) error { walked++; return copyClone(dst, src) }
+
+	dst := filepath.Join(mp, "dst")
+	var warn bytes.Buffer
+	if err := cloneTreeAuto(src, dst, countingClone, &warn); err != nil {
+		t.Fatal(err)
+	}
+	if walked != 0 || warn.Len() > 0 {
+		t.Errorf("clone within reflinkfs walked the tree (%d files cloned one by one; warnings %q)", walked, warn.String())
+	}
+	compareTrees(t, want, snapshotTree(t, dst), true)
+	f, err := os.Open(filepath.Join(dst, "a", "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exts, err := ioctl.Fiemap(f)
+	f.Close()
+	if err != nil || len(exts) == 0 || !exts[0].Shared {
+		t.Errorf("a/big in the clone: extents %+v (%v), want shared", exts, err)
+	}
+	if err := cloneTreeAuto(src, dst, countingClone, io.Discard); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("second clone to %s: %v, want already exists", dst, err)
+	}
+
+	// Another file system: EXDEV from the daemon, the walk copies.
+	other := filepath.Join(t.TempDir(), "copy")
+	t.Cleanup(func() { os.Chmod(filepath.Join(other, "ro"), 0o755) })
+	if err := cloneTreeAuto(src, other, countingClone, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if walked == 0 {
+		t.Error("clone to another file system did not walk the tree")
+	}
+	compareTrees(t, want, snapshotTree(t, other), true)
+}
+
+// makeRootfsTree writes a container-rootfs-shaped tree at root: files of 1
+// to 64 KiB (log-uniform), about 20 per directory, directories up to 7
+// deep under a few wide top levels, a symlink per 50 files. It returns the
+// number of entries made.
+func makeRootfsTree(t *testing.T, root string, files int) int {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(uint64(files), 606))
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Mkdir(root, 0o755))
+	type dir struct {
+		path  string
+		depth int
+	}
+	var dirs []dir
+	for _, name := range []string{"bin", "etc", "lib", "usr", "var", "opt"} {
+		dirs = append(dirs, dir{filepath.Join(root, name), 1})
+		must(os.Mkdir(dirs[len(dirs)-1].path, 0o755))
+	}
+	for len(dirs) < files/20 {
+		parent := dirs[rng.IntN(len(dirs))]
+		if parent.depth >= 7 {
+			continue
+		}
+		d := dir{filepath.Join(parent.path, fmt.Sprintf("d%04d", len(dirs))), parent.depth + 1}
+		must(os.Mkdir(d.path, 0o755))
+		dirs = append(dirs, d)
+	}
+	entries := len(dirs)
+	data := make([]byte, 64<<10)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	for i := 0; i < files; i++ {
+		d := dirs[rng.IntN(len(dirs))]
+		size := int(1024 * math.Exp2(rng.Float64()*6))
+		content := data[:size]
+		binary.LittleEndian.PutUint64(content, uint64(i)) // distinct files
+		name := filepath.Join(d.path, fmt.Sprintf("f%05d", i))
+		must(os.WriteFile(name, content, 0o644))
+		entries++
+		if i%50 == 0 {
+			must(os.Symlink(filepath.Base(name), name+".link"))
+			entries++
+		}
+	}
+	return entries
+}
+
+// syncDir fsyncs a directory: on reflinkfs that commits everything.
+func syncDir(t *testing.T, dir string) {
+	t.Helper()
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCloneTreeTiming times clone -r of a 10,000-file tree through a
+// reflinkfs mount: the one-request CLONE_TREE ioctl against the file-by-file
+// walk, median of three runs each, alternating; every run starts from an
+// image holding the source tree only. It is a measurement, not a
+// check, and runs only when REFLINKFS_CLONETREE_TIMING is set: to 1 to mount
+// a fresh image in the test process, or to a directory on a mount served by
+// a reflinkfs daemon. REFLINKFS_CLONETREE_FILES changes the file count.
+//
+//	REFLINKFS_CLONETREE_TIMING=1 go test -run TestCloneTreeTiming -v ./cmd/reflinkfs
+func TestCloneTreeTiming(t *testing.T) {
+	where := os.Getenv("REFLINKFS_CLONETREE_TIMING")
+	if where == "" {
+		t.Skip("a measurement; set REFLINKFS_CLONETREE_TIMING=1 (or a directory on a reflinkfs mount)")
+	}
+	files := 10000
+	if n, err := strconv.Atoi(os.Getenv("REFLINKFS_CLONETREE_FILES")); err == nil && n > 0 {
+		files = n
+	}
+	base := where
+	if where == "1" {
+		base = mountReflinkfs(t)
+	} else {
+		dir, err := os.MkdirTemp(where, "clonetree-timing-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base = dir
+		t.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	src := filepath.Join(base, "src")
+	start := time.Now()
+	entries := makeRootfsTree(t, src, files)
+	syncDir(t, base)
+	t.Logf("tree: %d files, %d entries, written in %v", files, entries, time.Since(start).Round(time.Millisecond))
+
+	noWalk := func(dst, src *os.File) error { return errors.New("the one-request clone fell back to the walk") }
+	measure := func(name string, i int) time.Duration {
+		dst := filepath.Join(base, fmt.Sprintf("%s%d", name, i))
+		start := time.Now()
+		var err error
+		if name == "ioctl" {
+			err = cloneTreeAuto(src, dst, noWalk, io.Discard)
+		} else {
+			err = cloneTree(src, dst, cloneFD, io.Discard)
+		}
+		d := time.Since(start)
+		if err != nil {
+			t.Fatalf("%s clone: %v", name, err)
+		}
+		// Untimed: commit and remove the copy, so every run starts from an
+		// image holding the source tree only.
+		syncDir(t, base)
+		if err := os.RemoveAll(dst); err != nil {
+			t.Fatal(err)
+		}
+		syncDir(t, base)
+		return d
+	}
+	var fast, walk []time.Duration
+	for i := 0; i < 3; i++ {
+		if i%2 == 0 {
+			fast = append(fast, measure("ioctl", i))
+			walk = append(walk, measure("walk", i))
+		} else {
+			walk = append(walk, measure("walk", i))
+			fast = append(fast, measure("ioctl", i))
+		}
+	}
+	median := func(ds []time.Duration) time.Duration {
+		s := append([]time.Duration(nil), ds...)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	mf, mw := median(fast), median(walk)
+	t.Logf("clone -r of %d files (%d entries), median of 3:", files, entries)
+	t.Logf("  CLONE_TREE ioctl  %8v  (runs %v)  %6.0f entries/s", mf.Round(time.Millisecond), fast, float64(entries)/mf.Seconds())
+	t.Logf("  file-by-file walk %8v  (runs %v)  %6.0f entries/s", mw.Round(time.Millisecond), walk, float64(entries)/mw.Seconds())
+	t.Logf("  speedup %.1fx", mw.Seconds()/mf.Seconds())
 }

@@ -88,6 +88,9 @@ With -r, SRC is a directory tree: directories, regular files (cloned),
 symbolic links, special files and hard links (as hard links) are recreated
 with their modes, ownership (when run as root), extended attributes and
 access/modification times. Times are set after contents, directories last.
+When SRC and DST's parent are on one reflinkfs mount the daemon clones the
+whole tree in one request (the CLONE_TREE ioctl); elsewhere, or with an
+older daemon, the tree is walked and cloned file by file.
 
 SRC and DST must be on the same reflinkfs mount (or on one XFS or btrfs file
 system, through FICLONE).`,
@@ -107,7 +110,7 @@ system, through FICLONE).`,
 				if !recursive {
 					return usagef("%s is a directory (use -r to clone a tree)", src)
 				}
-				return cloneTree(src, dst, cloneFD, os.Stderr)
+				return cloneTreeAuto(src, dst, cloneFD, os.Stderr)
 			}
 			return cloneOneFile(src, dst)
 		},

@@ -15,11 +15,18 @@ import (
 	"github.com/reflinkfs/reflinkfs/ioctl"
 )
 
-// Ioctl serves the custom ioctls of package ioctl on regular files. The
-// kernel copies in and out exactly the size encoded in the number.
+// Ioctl serves the custom ioctls of package ioctl: the tree clone on
+// directories, the others on regular files. The kernel copies in and out
+// exactly the size encoded in the number.
 func (fs *fileSystem) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []byte, out *fuse.IoctlOut, outbuf []byte) fuse.Status {
 	if in.Flags&fuse.IOCTL_DIR != 0 {
-		return fuse.Status(syscall.ENOTTY)
+		if in.Cmd != ioctl.IocCloneTree {
+			return fuse.Status(syscall.ENOTTY)
+		}
+		return fs.cloneTree(cancel, in, inbuf)
+	}
+	if in.Cmd == ioctl.IocCloneTree {
+		return fuse.ENOTDIR
 	}
 	h := fs.file(in.Fh)
 	if h == nil {
@@ -109,50 +116,63 @@ func encodeOut(outbuf []byte, args any) fuse.Status {
 // file of this mount open for reading, and runs fn with an engine handle on
 // its inode.
 func (fs *fileSystem) withSource(pid uint32, srcFd int64, fn func(src *reflinkfs.File, srcIno uint64) fuse.Status) fuse.Status {
-	if srcFd < 0 || srcFd > 1<<31-1 {
-		return fuse.EBADF
+	ino, typ, st := fs.callerSource(pid, srcFd)
+	if !st.Ok() {
+		return st
 	}
-	fd, err := callerFd(pid, int(srcFd))
-	if err != nil {
-		fs.log.Debug("reflinkfs: ioctl source descriptor", "pid", pid, "fd", srcFd, "err", err)
-		switch {
-		case errors.Is(err, unix.EBADF), errors.Is(err, unix.ESRCH):
-			return fs.status(err)
-		}
-		return fuse.EPERM
-	}
-	var stx unix.Statx_t
-	// DONT_SYNC: device and inode number never change, so do not ask
-	// ourselves for attributes while serving this request.
-	err = unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE|unix.STATX_INO, &stx)
-	var accmode int
-	if err == nil {
-		accmode, err = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	}
-	// Closing our copy sends a FLUSH, served by another goroutine.
-	unix.Close(fd)
-	if err != nil {
-		return fs.status(err)
-	}
-	if unix.Mkdev(stx.Dev_major, stx.Dev_minor) != fs.mountDev.Load() {
-		return fuse.EXDEV
-	}
-	switch uint32(stx.Mode) & syscall.S_IFMT {
+	switch typ {
 	case syscall.S_IFREG:
 	case syscall.S_IFDIR:
 		return fuse.EISDIR
 	default:
 		return fuse.EINVAL
 	}
-	if accmode&syscall.O_ACCMODE == syscall.O_WRONLY {
-		return fuse.EBADF
-	}
-	src, err := fs.fsys.OpenIno(stx.Ino, syscall.O_RDONLY)
+	src, err := fs.fsys.OpenIno(ino, syscall.O_RDONLY)
 	if err != nil {
 		return fs.status(err)
 	}
 	defer src.Close()
-	return fn(src, stx.Ino)
+	return fn(src, ino)
+}
+
+// callerSource fetches the caller's descriptor srcFd and returns the inode
+// number (= node id = engine inode) and file type of what it refers to,
+// after checking that it is on this mount and open for reading: not
+// write-only, and not O_PATH, which is opened without read permission.
+func (fs *fileSystem) callerSource(pid uint32, srcFd int64) (ino uint64, typ uint32, st fuse.Status) {
+	if srcFd < 0 || srcFd > 1<<31-1 {
+		return 0, 0, fuse.EBADF
+	}
+	fd, err := callerFd(pid, int(srcFd))
+	if err != nil {
+		fs.log.Debug("reflinkfs: ioctl source descriptor", "pid", pid, "fd", srcFd, "err", err)
+		switch {
+		case errors.Is(err, unix.EBADF), errors.Is(err, unix.ESRCH):
+			return 0, 0, fs.status(err)
+		}
+		return 0, 0, fuse.EPERM
+	}
+	var stx unix.Statx_t
+	// DONT_SYNC: device and inode number never change, so do not ask
+	// ourselves for attributes while serving this request.
+	err = unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE|unix.STATX_INO, &stx)
+	var flags int
+	if err == nil {
+		flags, err = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	}
+	// Closing our copy sends a FLUSH (regular files), served by another
+	// goroutine.
+	unix.Close(fd)
+	if err != nil {
+		return 0, 0, fs.status(err)
+	}
+	if unix.Mkdev(stx.Dev_major, stx.Dev_minor) != fs.mountDev.Load() {
+		return 0, 0, fuse.EXDEV
+	}
+	if flags&unix.O_PATH != 0 || flags&syscall.O_ACCMODE == syscall.O_WRONLY {
+		return 0, 0, fuse.EBADF
+	}
+	return stx.Ino, uint32(stx.Mode) & syscall.S_IFMT, fuse.OK
 }
 
 // callerFd duplicates descriptor fd of the thread tid (the FUSE request
@@ -299,4 +319,247 @@ func (fs *fileSystem) fiemap(h *fileHandle, args *ioctl.FiemapArgs) fuse.Status 
 	}
 	h.fiemapEnd = args.Next
 	return fuse.OK
+}
+
+// ---- tree clone ----
+
+// cloneTree serves IocCloneTree on directory in.NodeId: the caller's
+// directory descriptor SrcFd is cloned as the new entry Name.
+//
+// The kernel checks no permissions for ioctls, so this does, on mounts with
+// DefaultPermissions (without it the mount checks nothing anywhere): a
+// caller other than root needs write and search permission on the
+// destination directory (mode bits and access ACL), and read permission on
+// every source entry it copies (read and search on directories, read on
+// regular files), as copying the tree itself would need. Such a caller gets
+// what its own copy would give it: every new inode is owned by its uid and
+// primary gid, and trusted.* and security.* xattrs are not copied (only
+// privileged callers may set them). Root gets an exact copy, owners and all.
+func (fs *fileSystem) cloneTree(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []byte) fuse.Status {
+	if fs.readOnly() {
+		return fuse.EROFS
+	}
+	var args ioctl.CloneTreeArgs
+	if err := ioctl.Decode(inbuf, &args); err != nil {
+		return fuse.EINVAL
+	}
+	name, err := args.EntryName()
+	if err != nil {
+		return fs.status(err)
+	}
+	dst := in.NodeId
+	c := callerCreds(&in.Caller)
+	check := fs.opt.DefaultPermissions && !c.root()
+	if check {
+		if st := fs.permits(dst, c, accessWrite|accessExec); !st.Ok() {
+			return st
+		}
+	}
+	srcIno, typ, st := fs.callerSource(in.Caller.Pid, args.SrcFd)
+	if !st.Ok() {
+		return st
+	}
+	if typ != syscall.S_IFDIR {
+		return fuse.ENOTDIR
+	}
+	opt := reflinkfs.CloneTreeOptions{
+		// Stop when the caller is interrupted (the kernel sends INTERRUPT).
+		ProgressEvery: 256,
+		Progress: func(int64) error {
+			select {
+			case <-cancel:
+				return syscall.EINTR
+			default:
+				return nil
+			}
+		},
+	}
+	if !c.root() {
+		opt.Owner = &reflinkfs.Owner{Uid: c.uid, Gid: c.gid}
+		opt.SkipXattr = privilegedXattr
+		if check {
+			opt.Check = func(a reflinkfs.Attr) error {
+				want := uint32(0)
+				switch a.Mode & syscall.S_IFMT {
+				case syscall.S_IFDIR:
+					want = accessRead | accessExec
+				case syscall.S_IFREG:
+					want = accessRead
+				default:
+					return nil // symlinks and special files need no access to copy
+				}
+				if st := fs.permitsAttr(a, c, want); !st.Ok() {
+					return syscall.Errno(st)
+				}
+				return nil
+			}
+		}
+	}
+	fs.flushAllMapped()
+	_, err = fs.fsys.CloneTreeIno(srcIno, dst, name, opt)
+	// Even a failed clone may have left a partial tree: drop the kernel's
+	// cached negative entry for the name and the directory's attributes.
+	if fs.server != nil {
+		_ = fs.server.EntryNotify(dst, name)
+	}
+	fs.invalidate(dst, false)
+	return fs.status(err)
+}
+
+// flushAllMapped writes back dirty MAP_SHARED pages of every file open for
+// writing (only those can have any: a mapping keeps its file open), so a
+// tree clone copies what the processes mapping them wrote.
+func (fs *fileSystem) flushAllMapped() {
+	fs.handlesMu.RLock()
+	var inos []uint64
+	for _, h := range fs.files {
+		if h.writable() {
+			inos = append(inos, h.ino)
+		}
+	}
+	fs.handlesMu.RUnlock()
+	for _, ino := range inos {
+		fs.flushMapped(ino)
+	}
+}
+
+// privilegedXattr reports xattrs only a privileged caller may set.
+func privilegedXattr(name string) bool {
+	return strings.HasPrefix(name, "trusted.") || strings.HasPrefix(name, "security.")
+}
+
+// Access bits, as in mode permission triplets.
+const (
+	accessRead  = 4
+	accessWrite = 2
+	accessExec  = 1
+)
+
+// creds is who made a request: uid, primary gid and supplementary groups.
+type creds struct {
+	uid, gid uint32
+	groups   map[uint32]bool // supplementary groups; nil when unknown
+}
+
+func (c creds) root() bool { return c.uid == 0 }
+
+func (c creds) inGroup(gid uint32) bool { return c.gid == gid || c.groups[gid] }
+
+// callerCreds reads the caller's supplementary groups once (a request
+// carries only the primary group). Unknown groups count as none, which
+// can only refuse more.
+func callerCreds(caller *fuse.Caller) creds {
+	c := creds{uid: caller.Uid, gid: caller.Gid}
+	if caller.Pid == 0 || c.root() {
+		return c
+	}
+	status, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(caller.Pid), 10) + "/status")
+	if err != nil {
+		return c
+	}
+	for line := range strings.Lines(string(status)) {
+		if list, ok := strings.CutPrefix(line, "Groups:"); ok {
+			c.groups = map[uint32]bool{}
+			for _, g := range strings.Fields(list) {
+				if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+					c.groups[uint32(n)] = true
+				}
+			}
+			break
+		}
+	}
+	return c
+}
+
+// permits checks that c may access inode ino as want asks.
+func (fs *fileSystem) permits(ino uint64, c creds, want uint32) fuse.Status {
+	a, err := fs.fsys.GetAttr(ino)
+	if err != nil {
+		return fs.status(err)
+	}
+	return fs.permitsAttr(a, c, want)
+}
+
+// permitsAttr checks access as the kernel's generic_permission does
+// without capabilities: the access ACL if the mount enforces ACLs and the
+// inode has one, else the mode bits. Root may do anything.
+func (fs *fileSystem) permitsAttr(a reflinkfs.Attr, c creds, want uint32) fuse.Status {
+	if c.root() {
+		return fuse.OK
+	}
+	if fs.acl {
+		v, err := fs.fsys.GetXattr(a.Ino, aclAccessName)
+		switch {
+		case err == nil:
+			acl, perr := parseACL(v)
+			if perr != nil {
+				return fuse.EIO
+			}
+			if acl.permits(a.Uid, a.Gid, c, uint16(want)) {
+				return fuse.OK
+			}
+			return fuse.EACCES
+		case fs.status(err) != fuse.ENODATA:
+			return fs.status(err)
+		}
+	}
+	bits := a.Mode
+	switch {
+	case a.Uid == c.uid:
+		bits >>= 6
+	case c.inGroup(a.Gid):
+		bits >>= 3
+	}
+	if bits&want == want {
+		return fuse.OK
+	}
+	return fuse.EACCES
+}
+
+// permits applies the POSIX ACL check (the kernel's posix_acl_permission)
+// to an inode owned by uid:gid: the owner entry for the owner, else a named
+// user entry, else the group entries (any that matches and grants), else
+// other; named users and groups are limited by the mask.
+func (acl posixACL) permits(uid, gid uint32, c creds, want uint16) bool {
+	mask := uint16(7)
+	for _, e := range acl {
+		if e.tag == aclMask {
+			mask = e.perm
+		}
+	}
+	for _, e := range acl {
+		if e.tag == aclUserObj && uid == c.uid {
+			return e.perm&want == want
+		}
+	}
+	for _, e := range acl {
+		if e.tag == aclUser && e.id == c.uid {
+			return e.perm&mask&want == want
+		}
+	}
+	inAGroup := false
+	for _, e := range acl {
+		var member bool
+		switch e.tag {
+		case aclGroupObj:
+			member = c.inGroup(gid)
+		case aclGroup:
+			member = c.inGroup(e.id)
+		}
+		if member {
+			inAGroup = true
+			if e.perm&mask&want == want {
+				return true
+			}
+		}
+	}
+	if inAGroup {
+		return false
+	}
+	for _, e := range acl {
+		if e.tag == aclOther {
+			return e.perm&want == want
+		}
+	}
+	return false
 }

@@ -123,6 +123,16 @@ func TestIoctlCloneAndFiemap(t *testing.T) {
 	if err := ioctl.CloneRange(d2, wo, 0, 4096, 0); !errors.Is(err, unix.EBADF) {
 		t.Errorf("source open write-only: %v, want EBADF", err)
 	}
+	// O_PATH needs no read permission, so it must not serve as a source.
+	pfd, err := unix.Open(m.path("src"), unix.O_PATH, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opath := os.NewFile(uintptr(pfd), m.path("src"))
+	defer opath.Close()
+	if err := ioctl.CloneRange(d2, opath, 0, 4096, 0); !errors.Is(err, unix.EBADF) {
+		t.Errorf("source opened O_PATH: %v, want EBADF", err)
+	}
 	if err := ioctl.CloneRange(src, src, 0, 4096, 8192); !errors.Is(err, unix.EBADF) {
 		t.Errorf("destination open read-only: %v, want EBADF", err)
 	}

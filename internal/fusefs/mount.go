@@ -76,7 +76,7 @@ func Mount(fsys *reflinkfs.FS, mountpoint string, opt Options) (*Server, error) 
 		Logger:        slog.NewLogLogger(opt.Logger.Handler(), slog.LevelDebug),
 		// HANDLE_KILLPRIV_V2: we remove privileges on changes ourselves
 		// (killpriv.go), which spares a security.capability lookup per write.
-		ExtraCapabilities: fuse.CAP_EXPORT_SUPPORT | fuse.CAP_DIRECT_IO_ALLOW_MMAP |
+		ExtraCapabilities: fuse.CAP_EXPORT_SUPPORT | fuse.CAP_DIRECT_IO_ALLOW_MMAP | fuse.CAP_IOCTL_DIR |
 			fuse.CAP_ASYNC_DIO | fuse.CAP_SETXATTR_EXT | fuse.CAP_HANDLE_KILLPRIV_V2,
 		// Unused: negotiating it would raise the mount's stacking depth and
 		// keep overlayfs-on-overlayfs from stacking on top of us.
