@@ -130,6 +130,15 @@ func pathErr(op, name string, err error) error {
 	return &fs.PathError{Op: op, Path: name, Err: err}
 }
 
+// metaCacheSize sizes the metadata store's block cache from the data
+// cache's: 1/16 of it, between 32 MiB and 512 MiB. Metadata-heavy work (a
+// tree clone reads every source inode, entry and extent map) slowed down
+// 4x as the store outgrew a fixed 32 MiB; with a 4 GiB data cache this is
+// 256 MiB, which held it steady.
+func metaCacheSize(dataCache int64) int64 {
+	return min(max(dataCache/16, 32<<20), 512<<20)
+}
+
 func (o *Options) metaFS() vfs.FS {
 	if o.Storage != nil {
 		return o.Storage.MetaFS
@@ -181,7 +190,7 @@ func Create(dir string, opt Options) (*FS, error) {
 		lk.Close()
 		return nil, pathErr("create", dir, err)
 	}
-	store, err := kv.OpenPebble(filepath.Join(dir, metaDir), kv.PebbleOptions{CreateIfMissing: true, FS: opt.metaFS()})
+	store, err := kv.OpenPebble(filepath.Join(dir, metaDir), kv.PebbleOptions{CreateIfMissing: true, FS: opt.metaFS(), CacheSize: metaCacheSize(opt.CacheSize)})
 	if err != nil {
 		return fail(err)
 	}
@@ -316,7 +325,7 @@ func Open(dir string, opt Options) (*FS, error) {
 }
 
 func (fsys *FS) load() error {
-	store, err := kv.OpenPebble(filepath.Join(fsys.dir, metaDir), kv.PebbleOptions{ReadOnly: fsys.opt.ReadOnly, FS: fsys.opt.metaFS()})
+	store, err := kv.OpenPebble(filepath.Join(fsys.dir, metaDir), kv.PebbleOptions{ReadOnly: fsys.opt.ReadOnly, FS: fsys.opt.metaFS(), CacheSize: metaCacheSize(fsys.opt.CacheSize)})
 	if err != nil {
 		if fsys.opt.Recovery {
 			return oneLine(fmt.Errorf("the metadata store cannot be opened, so fsck cannot repair it; restore the image from a backup: %w", err))

@@ -51,9 +51,21 @@
 // caller's descriptor with pidfd_open + pidfd_getfd on the calling thread,
 // checks with statx that it lives on this mount (same st_dev), maps its
 // inode number (= node id) to the engine inode, and checks its access mode
-// with F_GETFL. copy_file_range arrives as FUSE_COPY_FILE_RANGE and is served
+// with F_GETFL (O_PATH descriptors are refused: they grant no read access).
+// copy_file_range arrives as FUSE_COPY_FILE_RANGE and is served
 // by File.CopyRange (reflink when aligned), capped below 4 GiB per call
 // because the reply carries a 32-bit count.
+//
+// The tree clone ioctl is issued on a directory (CAP_IOCTL_DIR is
+// negotiated): it clones a source directory's whole tree under a new name
+// in one request (FS.CloneTreeIno). The kernel checks no permissions for
+// ioctls, so the daemon does: root gets an exact copy; another caller needs
+// write and search permission on the destination directory (mode bits and
+// access ACL) and read permission on everything copied, the copy is owned by
+// the caller, and trusted.* and security.* xattrs are not copied. Like the
+// other ioctls it changes what the kernel has cached, so the daemon then
+// invalidates the cached negative entry of the new name and the parent's
+// attributes.
 //
 // # Permissions and ACLs
 //

@@ -14,9 +14,9 @@ import (
 	"github.com/cockroachdb/pebble/vfs"
 )
 
-// Tuning for a metadata store: keys and values are small, the working set is
-// modest, and the data block cache above us holds file contents, so pebble's
-// own block cache stays small.
+// Tuning for a metadata store: keys and values are small and the data block
+// cache above us holds file contents, so pebble's own block cache is modest
+// (PebbleOptions.CacheSize, default 32 MiB).
 const (
 	pebbleMemTableSize = 32 << 20
 	pebbleCacheSize    = 32 << 20
@@ -43,6 +43,9 @@ type PebbleOptions struct {
 	// Logger receives pebble's informational lines at Debug level and its
 	// background errors at Error level. nil discards them.
 	Logger *slog.Logger
+	// CacheSize bounds pebble's block cache (memory is taken as blocks are
+	// read); 0 means 32 MiB.
+	CacheSize int64
 }
 
 // OpenPebble opens (or creates) the pebble store in dir. Errors carry the
@@ -70,7 +73,11 @@ func OpenPebble(dir string, opt PebbleOptions) (Store, error) {
 	// be made durable after Open.
 	created := missingDirs(fs, dir)
 
-	cache := pebble.NewCache(pebbleCacheSize)
+	cacheSize := opt.CacheSize
+	if cacheSize <= 0 {
+		cacheSize = pebbleCacheSize
+	}
+	cache := pebble.NewCache(cacheSize)
 	defer cache.Unref() // Open takes its own reference.
 	opts := &pebble.Options{
 		FS:                 fs,
