@@ -81,7 +81,7 @@ func buildTables(rec *Recorder, cfg *Config) []Table {
 			"so nearly every block is its own extent, but the blocks together fill one physical region. interleaved: the same, alternating block by block with a second file, " +
 			"so no two blocks of the file are physically adjacent (an aged file system). " +
 			"Extent counts: xfs_io fiemap (XFS), reflinkfs fiemap. Both file systems free a large deleted file's extents in the background after unlink returns " +
-			"(XFS: inode inactivation; reflinkfs: files of more than 4096 extents go to its reaper). unlink + sync waits for that on both: on XFS a synchronous " +
+			"(XFS: inode inactivation; reflinkfs: files of more than 1024 extents go to its reaper). unlink + sync waits for that on both: on XFS a synchronous " +
 			"XFS_IOC_FREE_EOFBLOCKS scan, on reflinkfs polling the daemon's statistics until no file is being freed, then the sync."}
 		for _, cs := range rec.Cases(WorkloadLibrary, mCloneCall) {
 			if strings.Contains(cs, "random") {

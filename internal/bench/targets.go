@@ -155,7 +155,7 @@ func xfsFlushInodegc(root string) error {
 // extents and syncs, so the time includes all the work of the delete.
 //
 // With waitFreed, total also waits until the file's blocks are free: a
-// reflinkfs file of more than 4096 extents is freed in the background after
+// reflinkfs file of more than 1024 extents is freed in the background after
 // unlink returns (as XFS inactivates inodes in the background, which settle
 // waits for), and the daemon's statistics say when it is done. Without it,
 // no statistics query adds its round trip to small figures.
