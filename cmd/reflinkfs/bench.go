@@ -40,7 +40,7 @@ file), tree (many small files cloned as a tree), metadata (create/stat/unlink),
 library (the engine through its Go API, internal/enginebench).
 
 Every figure is the median of --runs runs (default 5, --quick 3). A full run
-takes about an hour on 2 vCPUs; --quick a few minutes. Progress goes to stderr.`,
+takes about 15 minutes on 2 vCPUs; --quick a few minutes. Progress goes to stderr.`,
 		Example: `  reflinkfs bench --quick
   reflinkfs bench --out /tmp/bench --only clone,memory --runs 3
   reflinkfs bench --perf > report.md     # also profile the daemon during reads`,
