@@ -159,14 +159,8 @@ func (f *File) Attr() (Attr, error) {
 // ReadAt reads len(p) bytes from off; at end of file it returns fewer bytes
 // and io.EOF.
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
-	if err := f.checkOpen(); err != nil {
-		return 0, f.err("read", err)
-	}
-	if !f.readable() {
-		return 0, f.err("read", syscall.EBADF)
-	}
-	if off < 0 {
-		return 0, f.err("read", syscall.EINVAL)
+	if err := f.checkRead(off, len(p)); err != nil {
+		return 0, err
 	}
 	f.in.lock.RLock()
 	defer f.in.lock.RUnlock()
@@ -182,14 +176,34 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if err := f.fsys.readLocked(f.in, p[:n], off); err != nil {
 		return 0, f.err("read", err)
 	}
-	end := off + int64(n)
-	if f.raNext.Swap(end) == off && end < size {
-		f.readAhead(end, size)
-	}
+	f.sequentialRead(off, off+int64(n), size)
 	if n < len(p) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// checkRead checks a read of n bytes at off: file open and readable, off
+// and n not negative.
+func (f *File) checkRead(off int64, n int) error {
+	if err := f.checkOpen(); err != nil {
+		return f.err("read", err)
+	}
+	if !f.readable() {
+		return f.err("read", syscall.EBADF)
+	}
+	if off < 0 || n < 0 {
+		return f.err("read", syscall.EINVAL)
+	}
+	return nil
+}
+
+// sequentialRead notes a read of [off, end) and starts readahead when it
+// continues the previous read.
+func (f *File) sequentialRead(off, end, size int64) {
+	if f.raNext.Swap(end) == off && end < size {
+		f.readAhead(end, size)
+	}
 }
 
 // readAheadBytes is how far ahead of a sequential reader blocks are read

@@ -2,7 +2,6 @@ package reflinkfs
 
 import (
 	"io"
-	"syscall"
 
 	"github.com/reflinkfs/reflinkfs/internal/cache"
 )
@@ -36,14 +35,8 @@ const maxViewShare = 8
 // clipped view comes with io.EOF. On any other error no view is returned.
 // The caller must Release the view.
 func (f *File) ReadView(off int64, n int) (*ReadView, error) {
-	if err := f.checkOpen(); err != nil {
-		return nil, f.err("read", err)
-	}
-	if !f.readable() {
-		return nil, f.err("read", syscall.EBADF)
-	}
-	if off < 0 || n < 0 {
-		return nil, f.err("read", syscall.EINVAL)
+	if err := f.checkRead(off, n); err != nil {
+		return nil, err
 	}
 	if blocks := int64(n)/BlockSize + 2; blocks > f.fsys.cache.Frames()/maxViewShare {
 		// Too large to pin at once: a private copy.
@@ -67,10 +60,7 @@ func (f *File) ReadView(off int64, n int) (*ReadView, error) {
 		v.Release()
 		return nil, f.err("read", err)
 	}
-	end := off + int64(want)
-	if f.raNext.Swap(end) == off && end < size {
-		f.readAhead(end, size)
-	}
+	f.sequentialRead(off, off+int64(want), size)
 	if want < n {
 		return v, io.EOF
 	}
