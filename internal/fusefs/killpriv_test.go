@@ -34,6 +34,8 @@ func TestChangesDropPrivilegesLikeTheKernel(t *testing.T) {
 		{"write by root keeps set-ID bits", "6755", 0, `printf x >> "$F"`},
 		{"truncate by user", "6777", 1000, `truncate -s 1 "$F"`},
 		{"truncate by root", "6777", 0, `truncate -s 1 "$F"`},
+		{"open O_TRUNC by user", "6777", 1000, `: > "$F"`},
+		{"open O_TRUNC by user, setgid without group exec", "2766", 1000, `: > "$F"`},
 		{"chown by root", "6755", 0, `chown 1000:1000 "$F"`},
 		{"chown by root, setgid without group exec", "2745", 0, `chown 1000:1000 "$F"`},
 		{"fallocate by user", "6777", 1000, `fallocate -l 65536 "$F"`},
