@@ -29,8 +29,16 @@
 // # Two API levels
 //
 // The path API (OpenFile, Mkdir, Remove, Rename, Stat, Clone) is shaped like
-// package os. The inode API (Lookup, GetAttr, CreateAt, ...) takes inode
-// numbers and is what the FUSE frontend uses; the path API is built on it.
-// Errors are *fs.PathError wrapping a syscall.Errno; use errors.As to get the
-// errno.
+// package os. The inode API (Lookup, GetAttr, CreateAt, CloneTreeIno, ...)
+// takes inode numbers and is what the FUSE frontend uses; the path API is
+// built on it. Errors are *fs.PathError wrapping a syscall.Errno; use
+// errors.As to get the errno.
+//
+// # Reads and deletes
+//
+// File.ReadView hands out a read as slices of the cache's frames, pinned
+// and with the file's lock held shared until Release, so a server can send
+// them without copying (view.go). Deleting a file of many extents returns at
+// once: the inode becomes an orphan that a background reaper frees in small
+// operations (reap.go, docs/crash-protocol.md).
 package reflinkfs
