@@ -21,9 +21,10 @@
 // FOPEN_PARALLEL_DIRECT_WRITES), so the kernel page cache holds no file data
 // and the engine's block cache, shared between clones, is the only cache.
 // MaxWrite and max_read are 1 MiB and st_blksize is 1 MiB, so sequential
-// I/O arrives as 1 MiB requests. Read-only opens also get FOPEN_NOFLUSH:
-// close sends no FLUSH (only writable descriptors can dirty mapped pages,
-// which is all the kernel's flush writes back). Reads are answered from the
+// I/O arrives as 1 MiB requests. Close sends no FLUSH: read-only opens get
+// FOPEN_NOFLUSH, and the first FLUSH of a writable one is answered ENOSYS,
+// after which the kernel stops sending them (it still writes back dirty
+// mapped pages at close; we have nothing to do there). Reads are answered from the
 // engine's cache frames without a copy (File.ReadView, one writev).
 // CAP_DIRECT_IO_ALLOW_MMAP is requested so
 // MAP_SHARED mmap works; mapped pages do live in the kernel page cache of the

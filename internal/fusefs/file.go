@@ -163,8 +163,13 @@ func (fs *fileSystem) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]
 	return fs.Write(cancel, in, buf)
 }
 
+// Flush answers ENOSYS: the engine has nothing to do at close (data is in
+// its cache either way, and we keep no POSIX locks), and ENOSYS makes the
+// kernel stop sending FLUSH for good, one round trip less per close. The
+// kernel still writes back a file's dirty mapped pages at close before it
+// would have sent FLUSH.
 func (fs *fileSystem) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
-	return fuse.OK
+	return fuse.ENOSYS
 }
 
 // Fsync serves fsync and fdatasync alike: File.Sync makes the file's data
