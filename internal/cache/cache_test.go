@@ -1173,26 +1173,7 @@ func TestConcurrentStress(t *testing.T) {
 		}
 	}
 
-	stop := make(chan struct{})
-	checked := make(chan struct{})
-	go func() { // check invariants while the workers run
-		defer close(checked)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-				checkInvariants(t, c)
-			}
-		}
-	}()
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() { worker(uint64(w) + 1) })
-	}
-	wg.Wait()
-	close(stop)
-	<-checked
+	runCheckingInvariants(t, c, workers, worker)
 
 	injected.Store(false)
 	if err := c.FlushDirty(0, nblocks, func(first uint64, data [][]byte) error {
@@ -1325,4 +1306,30 @@ func TestDirtyFramesCounter(t *testing.T) {
 	if got := c.DirtyFrames(); got != 2 || got != c.Stats().Dirty {
 		t.Fatalf("after invalidate and flush: dirty %d, stats %d", got, c.Stats().Dirty)
 	}
+}
+
+// runCheckingInvariants runs worker(1..workers) concurrently and checks the
+// cache's invariants every 5 ms until they are all done.
+func runCheckingInvariants(t *testing.T, c *Cache, workers int, worker func(id uint64)) {
+	t.Helper()
+	stop := make(chan struct{})
+	checked := make(chan struct{})
+	go func() {
+		defer close(checked)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+				checkInvariants(t, c)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() { worker(uint64(w) + 1) })
+	}
+	wg.Wait()
+	close(stop)
+	<-checked
 }

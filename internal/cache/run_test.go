@@ -485,26 +485,7 @@ func TestGetRunConcurrent(t *testing.T) {
 			}
 		}
 	}
-	stop := make(chan struct{})
-	checked := make(chan struct{})
-	go func() {
-		defer close(checked)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-				checkInvariants(t, c)
-			}
-		}
-	}()
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() { worker(uint64(w) + 1) })
-	}
-	wg.Wait()
-	close(stop)
-	<-checked
+	runCheckingInvariants(t, c, workers, worker)
 	st := c.Stats()
 	if st.Pinned != 0 || st.Evictions == 0 || st.Hits == 0 || st.Misses == 0 {
 		t.Errorf("stats %+v", st)

@@ -12,18 +12,7 @@ import (
 // TestRealFS serves a real engine and checks that written data shows up in
 // the statistics read over the socket.
 func TestRealFS(t *testing.T) {
-	fsys, err := reflinkfs.Create(t.TempDir(), reflinkfs.Options{Size: 64 << 20, CacheSize: 16 << 20})
-	if err != nil {
-		t.Fatalf("Create: %v", err)
-	}
-	defer fsys.Close()
-
-	sock := shortSocketPath(t)
-	srv, err := Serve(fsys, sock, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	fsys, sock := serveNewFS(t)
 
 	f, err := fsys.OpenFile("a", os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -75,17 +64,7 @@ func TestRealFS(t *testing.T) {
 // POST /drop-cache writes back and empties the daemon's block cache; data
 // written before survives and is read back from the device.
 func TestDropCache(t *testing.T) {
-	fsys, err := reflinkfs.Create(t.TempDir(), reflinkfs.Options{Size: 64 << 20, CacheSize: 16 << 20})
-	if err != nil {
-		t.Fatalf("Create: %v", err)
-	}
-	defer fsys.Close()
-	sock := shortSocketPath(t)
-	srv, err := Serve(fsys, sock, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	fsys, sock := serveNewFS(t)
 	f, err := fsys.OpenFile("a", os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -118,4 +97,22 @@ func TestDropCache(t *testing.T) {
 	if st := fsys.Stats(); st.CacheMisses == 0 {
 		t.Error("the read after drop-cache hit the cache")
 	}
+}
+
+// serveNewFS creates a 64 MiB engine with a 16 MiB cache and serves it on a
+// fresh socket; both are closed when the test ends.
+func serveNewFS(t *testing.T) (*reflinkfs.FS, string) {
+	t.Helper()
+	fsys, err := reflinkfs.Create(t.TempDir(), reflinkfs.Options{Size: 64 << 20, CacheSize: 16 << 20})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	t.Cleanup(func() { fsys.Close() })
+	sock := shortSocketPath(t)
+	srv, err := Serve(fsys, sock, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return fsys, sock
 }
