@@ -65,6 +65,12 @@ type Stats struct {
 	// ReapingFiles counts deleted files whose blocks are still being freed
 	// in the background (see WaitReaped); their space is not in FreeBytes yet.
 	ReapingFiles int64
+	// SnapshotFiles and SnapshotBytes count the open snapshots (File.Snapshot:
+	// nameless clones that back FUSE passthrough) and the bytes they map.
+	// They share their blocks with files, so they add nothing to UsedBytes
+	// while those files exist; they are not counted in Inodes or LogicalBytes.
+	SnapshotFiles int64
+	SnapshotBytes int64
 
 	CacheLimitBytes int64 // configured cache size
 	CachedBytes     int64 // bytes of file data resident in the cache

@@ -13,11 +13,13 @@ import (
 
 // File is an open file of an FS. It is safe for concurrent use.
 type File struct {
-	fsys   *FS
-	in     *inode
-	name   string
-	flag   int
-	closed atomic.Bool
+	fsys *FS
+	in   *inode
+	name string
+	flag int
+	// snapshot marks a File returned by Snapshot (its inode has no name).
+	snapshot bool
+	closed   atomic.Bool
 	// Readahead state (a heuristic: racing readers only make it guess worse).
 	raNext atomic.Int64 // where a sequential reader continues
 	raDone atomic.Int64 // prefetched up to here
@@ -119,6 +121,10 @@ func (f *File) Close() error {
 	fsys.mu.Lock()
 	var err error
 	f.in.opens--
+	if f.snapshot {
+		fsys.snapshots--
+		fsys.snapshotBlocks -= int64(f.in.rec.Blocks)
+	}
 	if f.in.opens == 0 && f.in.rec.Nlink == 0 && !fsys.closed && !fsys.opt.ReadOnly {
 		err = fsys.freeOrReap(op, f.in)
 	}

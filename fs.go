@@ -81,8 +81,10 @@ type FS struct {
 	// Counters of the running state (persisted implicitly by the records).
 	mappedBlocks int64 // sum of all extent lengths (logical use)
 	sharedBlocks int64 // physical blocks with reference count >= 2
-	inodeCount   int64
-	closed       bool
+	// Open snapshots (File.Snapshot) and the blocks they map.
+	snapshots, snapshotBlocks int64
+	inodeCount                int64
+	closed                    bool
 	// sbRebuilt is set when Recovery rebuilt a damaged superblock; Fsck
 	// reports it and repair writes it.
 	sbRebuilt bool
@@ -786,12 +788,14 @@ func (fsys *FS) closeResources() error {
 func (fsys *FS) Stats() Stats {
 	fsys.mu.Lock()
 	s := Stats{
-		BlockSize:    BlockSize,
-		DeviceBytes:  int64(fsys.sb.DeviceBlocks-reservedBlocks) * BlockSize,
-		FreeBytes:    int64(fsys.alloc.FreeBlocks()) * BlockSize,
-		LogicalBytes: fsys.mappedBlocks * BlockSize,
-		SharedBytes:  fsys.sharedBlocks * BlockSize,
-		Inodes:       fsys.inodeCount,
+		BlockSize:     BlockSize,
+		DeviceBytes:   int64(fsys.sb.DeviceBlocks-reservedBlocks) * BlockSize,
+		FreeBytes:     int64(fsys.alloc.FreeBlocks()) * BlockSize,
+		LogicalBytes:  (fsys.mappedBlocks - fsys.snapshotBlocks) * BlockSize,
+		SharedBytes:   fsys.sharedBlocks * BlockSize,
+		Inodes:        fsys.inodeCount - fsys.snapshots,
+		SnapshotFiles: fsys.snapshots,
+		SnapshotBytes: fsys.snapshotBlocks * BlockSize,
 	}
 	fsys.mu.Unlock()
 	s.UsedBytes = s.DeviceBytes - s.FreeBytes
