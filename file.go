@@ -124,9 +124,10 @@ func (f *File) Close() error {
 	if f.snapshot {
 		fsys.snapshots--
 		fsys.snapshotBlocks -= int64(f.in.rec.Blocks)
+		err = fsys.countSnapshotRefs(f.in, -1)
 	}
 	if f.in.opens == 0 && f.in.rec.Nlink == 0 && !fsys.closed && !fsys.opt.ReadOnly {
-		err = fsys.freeOrReap(op, f.in)
+		err = errors.Join(err, fsys.freeOrReap(op, f.in))
 	}
 	fsys.putInode(f.in)
 	fsys.mu.Unlock()
@@ -1019,7 +1020,7 @@ func (f *File) Fiemap() ([]Extent, error) {
 			return err
 		}
 		for _, m := range ms {
-			runs, err := f.fsys.refRuns(m.pblk, m.n)
+			runs, err := f.fsys.userRefRuns(m.pblk, m.n)
 			if err != nil {
 				return err
 			}

@@ -81,8 +81,10 @@ type FS struct {
 	// Counters of the running state (persisted implicitly by the records).
 	mappedBlocks int64 // sum of all extent lengths (logical use)
 	sharedBlocks int64 // physical blocks with reference count >= 2
-	// Open snapshots (File.Snapshot) and the blocks they map.
+	// Open snapshots (File.Snapshot), the blocks they map, and how many
+	// of them map each physical block (snapshot.go).
 	snapshots, snapshotBlocks int64
+	snapRefs                  *refTree
 	inodeCount                int64
 	closed                    bool
 	// sbRebuilt is set when Recovery rebuilt a damaged superblock; Fsck
@@ -313,6 +315,7 @@ func Open(dir string, opt Options) (*FS, error) {
 		fresh:      btree.NewG(16, func(a, b alloc.Run) bool { return a.Start < b.Start }),
 		pendingCRC: make(map[uint64]uint32),
 		refs:       newRefTree(),
+		snapRefs:   newRefTree(),
 	}
 	if err := fsys.load(); err != nil {
 		fsys.closeResources()
@@ -792,7 +795,7 @@ func (fsys *FS) Stats() Stats {
 		DeviceBytes:   int64(fsys.sb.DeviceBlocks-reservedBlocks) * BlockSize,
 		FreeBytes:     int64(fsys.alloc.FreeBlocks()) * BlockSize,
 		LogicalBytes:  (fsys.mappedBlocks - fsys.snapshotBlocks) * BlockSize,
-		SharedBytes:   fsys.sharedBlocks * BlockSize,
+		SharedBytes:   (fsys.sharedBlocks - fsys.snapshotOnlySharedBlocks()) * BlockSize,
 		Inodes:        fsys.inodeCount - fsys.snapshots,
 		SnapshotFiles: fsys.snapshots,
 		SnapshotBytes: fsys.snapshotBlocks * BlockSize,

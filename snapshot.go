@@ -61,9 +61,11 @@ func (f *File) ContentInfo() (ContentInfo, error) {
 			h.Write(b[:])
 			ci.Extents++
 			ci.MappedBlocks += int64(m.n)
-			recs, _ := f.fsys.rawRefRecords(m.pblk, m.n) // in memory: never fails
-			for _, r := range recs {
-				ci.SharedBlocks += int64(min(r.start+r.n, m.pblk+m.n) - max(r.start, m.pblk))
+			runs, _ := f.fsys.userRefRuns(m.pblk, m.n) // in memory: never fails
+			for _, r := range runs {
+				if r.count >= 2 {
+					ci.SharedBlocks += int64(r.n)
+				}
 			}
 			return true
 		})
@@ -169,6 +171,9 @@ func (f *File) Snapshot() (*File, error) {
 		if err := fsys.saveInode(in); err != nil {
 			return err
 		}
+		if err := fsys.countSnapshotRefs(in, +1); err != nil {
+			return err
+		}
 		fsys.snapshots++
 		fsys.snapshotBlocks += int64(in.rec.Blocks)
 		snap = in
@@ -182,4 +187,133 @@ func (f *File) Snapshot() (*File, error) {
 	fsys.maybeCommit()
 	s := &File{fsys: fsys, in: snap, name: inoName(snap.ino), flag: syscall.O_RDONLY, snapshot: true}
 	return s, nil
+}
+
+// Snapshot references. A snapshot's references are real (they keep its
+// blocks allocated), but a snapshot is not a file: a block shared only with
+// a snapshot is not "shared" to Fiemap, Stats or ContentInfo. snapRefs
+// counts, per physical block, the open snapshots that map it (in memory
+// only: snapshots do not survive a restart).
+
+// countSnapshotRefs adds delta to the snapshot count of every block in's
+// extent map. Called with fs.mu held.
+func (fsys *FS) countSnapshotRefs(in *inode, delta int) error {
+	t, err := fsys.extents(in)
+	if err != nil {
+		return err
+	}
+	t.Ascend(func(m mapping) bool {
+		adjustRunTree(fsys.snapRefs, m.pblk, m.n, delta)
+		return true
+	})
+	return nil
+}
+
+// adjustRunTree adds delta to the counts of [p, p+n) in t (gaps count 0),
+// dropping runs that reach 0. Runs are not merged: t stays small.
+func adjustRunTree(t *refTree, p, n uint64, delta int) {
+	end := p + n
+	var over []refRun
+	t.DescendLessOrEqual(refRun{start: p}, func(r refRun) bool {
+		if r.start < p && r.start+r.n > p {
+			over = append(over, r)
+		}
+		return false
+	})
+	t.AscendGreaterOrEqual(refRun{start: p}, func(r refRun) bool {
+		if r.start >= end {
+			return false
+		}
+		over = append(over, r)
+		return true
+	})
+	for _, r := range over {
+		t.Delete(r)
+	}
+	put := func(start, n uint64, count int) {
+		if n > 0 && count > 0 {
+			t.ReplaceOrInsert(refRun{start: start, n: n, count: uint32(count)})
+		}
+	}
+	pos := p
+	for _, r := range over {
+		rEnd := r.start + r.n
+		put(r.start, max(r.start, p)-r.start, int(r.count)) // part before p
+		if s := max(r.start, p); s > pos {
+			put(pos, s-pos, delta) // gap before this run
+		}
+		s, e := max(r.start, p), min(rEnd, end)
+		put(s, e-s, int(r.count)+delta)
+		put(e, rEnd-e, int(r.count)) // part after end
+		pos = e
+	}
+	if pos < end {
+		put(pos, end-pos, delta)
+	}
+}
+
+// userRefRuns is refRuns with the references of snapshots left out: the
+// number of files (and links within files) that map each block.
+func (fsys *FS) userRefRuns(p, n uint64) ([]refRun, error) {
+	runs, err := fsys.refRuns(p, n)
+	if err != nil || fsys.snapRefs.Len() == 0 {
+		return runs, err
+	}
+	var out []refRun
+	for _, r := range runs {
+		pos, end := r.start, r.start+r.n
+		for _, s := range snapRunsIn(fsys.snapRefs, r.start, r.n) {
+			if s.start > pos {
+				out = append(out, refRun{pos, s.start - pos, r.count})
+			}
+			out = append(out, refRun{s.start, s.n, r.count - min(r.count, s.count)})
+			pos = s.start + s.n
+		}
+		if pos < end {
+			out = append(out, refRun{pos, end - pos, r.count})
+		}
+	}
+	return out, nil
+}
+
+// snapRunsIn returns t's runs inside [p, p+n), clipped, in order.
+func snapRunsIn(t *refTree, p, n uint64) []refRun {
+	end := p + n
+	var out []refRun
+	clipRun := func(r refRun) {
+		s, e := max(r.start, p), min(r.start+r.n, end)
+		if s < e {
+			out = append(out, refRun{s, e - s, r.count})
+		}
+	}
+	t.DescendLessOrEqual(refRun{start: p}, func(r refRun) bool {
+		if r.start < p {
+			clipRun(r)
+		}
+		return false
+	})
+	t.AscendGreaterOrEqual(refRun{start: p}, func(r refRun) bool {
+		if r.start >= end {
+			return false
+		}
+		clipRun(r)
+		return true
+	})
+	return out
+}
+
+// snapshotOnlySharedBlocks counts blocks whose reference count is 2 or
+// more only because snapshots map them. Called with fs.mu held.
+func (fsys *FS) snapshotOnlySharedBlocks() int64 {
+	var n int64
+	fsys.snapRefs.Ascend(func(s refRun) bool {
+		runs, _ := fsys.refRuns(s.start, s.n) // in memory: never fails
+		for _, r := range runs {
+			if r.count >= 2 && r.count-min(r.count, s.count) < 2 {
+				n += int64(r.n)
+			}
+		}
+		return true
+	})
+	return n
 }

@@ -70,10 +70,24 @@ func TestSnapshotIsImmutableAndFreed(t *testing.T) {
 	if _, err := s.WriteAt([]byte("x"), 0); err == nil {
 		t.Fatal("write to a snapshot succeeded")
 	}
+	if st.SharedBytes != used.SharedBytes {
+		t.Fatalf("a snapshot changed SharedBytes: %d, before %d", st.SharedBytes, used.SharedBytes)
+	}
 
 	// Change a (copy on write), then delete both clones.
 	if _, err := a.WriteAt([]byte("changed"), 4096); err != nil {
 		t.Fatal(err)
+	}
+	// a's new block is a's alone; b's blocks are shared with the snapshot
+	// only once a is deleted: Fiemap and ContentInfo do not count it.
+	ext, err := a.Fiemap()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ext {
+		if e.Logical == 4096 && e.Shared {
+			t.Fatalf("a's rewritten block reported shared: %+v", ext)
+		}
 	}
 	if ia2, _ := a.ContentInfo(); ia2.Key == ia.Key {
 		t.Fatal("key unchanged by a write")
@@ -82,8 +96,20 @@ func TestSnapshotIsImmutableAndFreed(t *testing.T) {
 		t.Fatal("snapshot still the same content as a written file")
 	}
 	a.Close()
+	if err := fsys.Remove("a"); err != nil {
+		t.Fatal(err)
+	}
+	if ci, _ := b.ContentInfo(); ci.SharedBlocks != 0 {
+		t.Fatalf("b, whose clone is gone, shares %d blocks (with its snapshot only)", ci.SharedBlocks)
+	}
+	if ext, _ := b.Fiemap(); len(ext) == 0 || ext[0].Shared {
+		t.Fatalf("b's blocks reported shared with its snapshot: %+v", ext)
+	}
+	if st := fsys.Stats(); st.SharedBytes != 0 {
+		t.Fatalf("SharedBytes %d with one file and its snapshot", st.SharedBytes)
+	}
 	b.Close()
-	for _, n := range []string{"a", "b"} {
+	for _, n := range []string{"b"} {
 		if err := fsys.Remove(n); err != nil {
 			t.Fatal(err)
 		}

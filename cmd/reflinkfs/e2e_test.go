@@ -169,7 +169,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("shared_bytes = %d, want >= %d", r.SharedBytes, size)
 		}
 		table := mustRun(t, bin, "stats", mp)
-		for _, want := range []string{"memory saved", "hit rate", "used", "logical", "MAP_SHARED"} {
+		for _, want := range []string{"memory saved", "hit rate", "used", "logical", "kernel page cache sharing", "backing files"} {
 			if !strings.Contains(table, want) {
 				t.Errorf("stats table lacks %q:\n%s", want, table)
 			}

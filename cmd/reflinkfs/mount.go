@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -46,6 +47,7 @@ type mountConfig struct {
 	Debug      bool
 	Metrics    string // TCP address for /metrics, or ""
 	VFSFlags   []string
+	Share      fusefs.ShareMode
 	Remount    bool
 	Warnings   []string
 }
@@ -138,6 +140,9 @@ func resolveMountConfig(f *mountFlags) (mountConfig, error) {
 	}
 	cfg := mountConfig{ReadOnly: opts.ReadOnly, Debug: opts.Debug, Metrics: f.metricsAddr, VFSFlags: opts.VFSFlags,
 		Remount: opts.Remount, Warnings: opts.Warnings}
+	if opts.Share != "" {
+		cfg.Share, _ = fusefs.ParseShareMode(opts.Share) // checked by parseMountOptions
+	}
 
 	var err error
 	switch {
@@ -323,7 +328,8 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ctl, err := control.Serve(fsys, filepath.Join(cfg.Image, control.SocketName), reg)
+	stats := &daemonStats{FS: fsys}
+	ctl, err := control.ServeSource(stats, filepath.Join(cfg.Image, control.SocketName), reg)
 	if err != nil {
 		return errors.Join(err, closeFS())
 	}
@@ -354,6 +360,7 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 		ReadOnly:           cfg.ReadOnly,
 		Debug:              cfg.Debug,
 		MountFlags:         cfg.VFSFlags,
+		Share:              cfg.Share,
 		Logger:             log,
 	})
 	if err != nil {
@@ -361,6 +368,7 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 		return errors.Join(fmt.Errorf("mount %s at %s: %w", cfg.Image, cfg.MountPoint, err), closeFS())
 	}
 	mounted = true
+	stats.mount.Store(srv)
 	log.Info("mounted", "image", cfg.Image, "mountpoint", cfg.MountPoint, "pid", os.Getpid(),
 		"cache", formatBytes(cfg.CacheBytes), "readonly", cfg.ReadOnly)
 	if ready == nil {
@@ -593,4 +601,25 @@ func checkReflinkfsMount(mountPoint string) (mountEntry, error) {
 		return m, fmt.Errorf("remount %s: not a reflinkfs mount (type %s)", mp, m.FsType)
 	}
 	return m, nil
+}
+
+// daemonStats is what the control server reports: the engine's statistics
+// and, once mounted, the mount's passthrough statistics.
+type daemonStats struct {
+	*reflinkfs.FS
+	mount atomic.Pointer[fusefs.Server]
+}
+
+func (d *daemonStats) Passthrough() *control.PassthroughReport {
+	srv := d.mount.Load()
+	if srv == nil {
+		return nil
+	}
+	p := srv.Passthrough()
+	return &control.PassthroughReport{
+		Mode: p.Mode, Unavailable: p.Unavailable,
+		BackingFiles: p.Backings, BackingFilesInUse: p.InUse, BackingBytes: p.Bytes,
+		BackingCachedBytes: p.CachedBytes, BackingsCreated: p.Created, BackingsEvicted: p.Evicted,
+		Opens: p.Opens, OpenNow: p.OpenNow, Refused: p.Refused, Fallbacks: p.Fallbacks,
+	}
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"strings"
+
+	"github.com/reflinkfs/reflinkfs/internal/fusefs"
 )
 
 // mountOptions is what -o (and mount(8)'s -o) can set.
@@ -16,6 +18,9 @@ type mountOptions struct {
 	// VFSFlags are suid/nosuid, dev/nodev, exec/noexec in the order given
 	// (the last of a pair wins); they become mount(2) flags.
 	VFSFlags []string
+	// Share is share=: which opens share the kernel's page cache through
+	// FUSE passthrough (readonly, exec, all, off); "" if not given.
+	Share string
 	// Remount changes the flags of an existing mount (ro/rw, suid, dev,
 	// exec) instead of mounting.
 	Remount bool
@@ -78,6 +83,11 @@ func applyMountOption(opt string, o *mountOptions) error {
 			return usagef("mount option cache_size=%s: %v", value, err)
 		}
 		o.CacheSize = value
+	case hasValue && name == "share":
+		if _, err := fusefs.ParseShareMode(value); err != nil {
+			return usagef("mount option %v", err)
+		}
+		o.Share = value
 	case hasValue && name == "fsname":
 		if value == "" {
 			return usagef("mount option fsname=: empty name")

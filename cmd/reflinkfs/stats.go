@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -120,5 +121,28 @@ func printStats(out io.Writer, image string, r control.Report) {
 	row("  checksum errors", fmt.Sprint(r.ChecksumErrors), "")
 	row("  commits", fmt.Sprint(r.Commits), "")
 	tw.Flush()
-	fmt.Fprintln(&w, "\nnote: pages of MAP_SHARED mmaps are cached by the kernel per file and are not counted above")
+	p := r.Passthrough
+	if p == nil {
+		return
+	}
+	fmt.Fprintf(&w, "\nkernel page cache sharing (FUSE passthrough, share=%s)\n", p.Mode)
+	if p.Unavailable != "" {
+		fmt.Fprintf(&w, "  off: %s\n", p.Unavailable)
+		fmt.Fprintln(&w, "  mapped pages (mmap, exec) are cached by the kernel once per file")
+		return
+	}
+	row("  backing files", fmt.Sprint(p.BackingFiles), fmt.Sprintf("%d in use; one per distinct content read", p.BackingFilesInUse))
+	row("  backing size", formatBytes(p.BackingBytes), "snapshots sharing the files' blocks: no extra disk")
+	row("  page cache", formatBytes(p.BackingCachedBytes), "kernel page cache of the backing files, shared by every clone")
+	row("  passthrough opens", fmt.Sprint(p.Opens), fmt.Sprintf("%d open now", p.OpenNow))
+	row("  writers refused", fmt.Sprint(p.Refused), "writable opens and truncates while passthrough readers were open (ETXTBSY)")
+	reasons := make([]string, 0, len(p.Fallbacks))
+	for k := range p.Fallbacks {
+		reasons = append(reasons, k)
+	}
+	sort.Strings(reasons)
+	for _, k := range reasons {
+		row("  not passed through", fmt.Sprint(p.Fallbacks[k]), k)
+	}
+	tw.Flush()
 }

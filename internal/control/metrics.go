@@ -63,11 +63,47 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range c.metrics {
 		ch <- m.desc
 	}
+	if _, ok := c.src.(PassthroughSource); ok {
+		for _, d := range []*prometheus.Desc{passBackingFiles, passBackingBytes, passCachedBytes, passOpens, passOpenNow, passRefused, passFallbacks} {
+			ch <- d
+		}
+	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	s := c.src.Stats()
 	for _, m := range c.metrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(s))
+	}
+	if p, ok := c.src.(PassthroughSource); ok {
+		if r := p.Passthrough(); r != nil {
+			collectPassthrough(ch, r)
+		}
+	}
+}
+
+var (
+	passBackingFiles = prometheus.NewDesc("reflinkfs_passthrough_backing_files", "Backing files of FUSE passthrough (one per distinct content).", nil, nil)
+	passBackingBytes = prometheus.NewDesc("reflinkfs_passthrough_backing_bytes", "Total size of the backing files.", nil, nil)
+	passCachedBytes  = prometheus.NewDesc("reflinkfs_passthrough_backing_cached_bytes", "Bytes of backing files in the kernel page cache.", nil, nil)
+	passOpens        = prometheus.NewDesc("reflinkfs_passthrough_opens_total", "Opens passed through to a backing file.", nil, nil)
+	passOpenNow      = prometheus.NewDesc("reflinkfs_passthrough_open_handles", "Passthrough handles open now.", nil, nil)
+	passRefused      = prometheus.NewDesc("reflinkfs_passthrough_refused_total", "Writable opens and truncates refused (ETXTBSY) while passthrough readers were open.", nil, nil)
+	passFallbacks    = prometheus.NewDesc("reflinkfs_passthrough_fallbacks_total", "Eligible opens served without passthrough, by reason.", []string{"reason"}, nil)
+)
+
+func collectPassthrough(ch chan<- prometheus.Metric, r *PassthroughReport) {
+	g := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	c := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v)
+	}
+	g(passBackingFiles, float64(r.BackingFiles))
+	g(passBackingBytes, float64(r.BackingBytes))
+	g(passCachedBytes, float64(r.BackingCachedBytes))
+	c(passOpens, float64(r.Opens))
+	g(passOpenNow, float64(r.OpenNow))
+	c(passRefused, float64(r.Refused))
+	for reason, n := range r.Fallbacks {
+		ch <- prometheus.MustNewConstMetric(passFallbacks, prometheus.CounterValue, float64(n), reason)
 	}
 }

@@ -25,6 +25,13 @@ type Report struct {
 	ChecksumErrors     int64 `json:"checksum_errors"`
 	Commits            int64 `json:"commits"`
 
+	SnapshotFiles int64 `json:"snapshot_files"`
+	SnapshotBytes int64 `json:"snapshot_bytes"`
+
+	// Passthrough is page cache sharing through FUSE passthrough, when the
+	// daemon serves a mount (absent for a bare engine).
+	Passthrough *PassthroughReport `json:"passthrough,omitempty"`
+
 	// HitRate is CacheHits / (CacheHits + CacheMisses), 0 before any lookup.
 	HitRate float64 `json:"hit_rate"`
 	// MemorySavedBytes is what a per-file page cache would hold beyond what
@@ -53,6 +60,8 @@ func NewReport(s reflinkfs.Stats) Report {
 		CacheEvictions:     s.CacheEvictions,
 		ChecksumErrors:     s.ChecksumErrors,
 		Commits:            s.Commits,
+		SnapshotFiles:      s.SnapshotFiles,
+		SnapshotBytes:      s.SnapshotBytes,
 		HitRate:            hitRate(s),
 		MemorySavedBytes:   max(0, s.PerFileCachedBytes-s.CachedBytes),
 	}
@@ -79,7 +88,46 @@ func (r Report) Stats() reflinkfs.Stats {
 		CacheEvictions:     r.CacheEvictions,
 		ChecksumErrors:     r.ChecksumErrors,
 		Commits:            r.Commits,
+		SnapshotFiles:      r.SnapshotFiles,
+		SnapshotBytes:      r.SnapshotBytes,
 	}
+}
+
+// PassthroughReport describes how clones share the kernel's page cache
+// through FUSE passthrough (see package fusefs and internal/backing).
+type PassthroughReport struct {
+	Mode string `json:"mode"` // the share= policy
+	// Unavailable says why passthrough is off; empty when it works.
+	Unavailable string `json:"unavailable,omitempty"`
+	// Backing files: one per distinct content that passthrough opens read.
+	BackingFiles       int   `json:"backing_files"`
+	BackingFilesInUse  int   `json:"backing_files_in_use"`
+	BackingBytes       int64 `json:"backing_bytes"`        // their total size
+	BackingCachedBytes int64 `json:"backing_cached_bytes"` // in the kernel page cache
+	BackingsCreated    int64 `json:"backings_created"`
+	BackingsEvicted    int64 `json:"backings_evicted"`
+	Opens              int64 `json:"opens"`    // opens passed through
+	OpenNow            int   `json:"open_now"` // passthrough handles open now
+	// Refused counts writable opens and truncates refused with ETXTBSY
+	// because passthrough readers were open.
+	Refused int64 `json:"refused"`
+	// Fallbacks counts eligible opens served without passthrough, by reason.
+	Fallbacks map[string]int64 `json:"fallbacks,omitempty"`
+}
+
+// PassthroughSource is a StatsSource that also reports passthrough; nil
+// when no mount is served (yet).
+type PassthroughSource interface {
+	Passthrough() *PassthroughReport
+}
+
+// newFullReport is NewReport of src's statistics with passthrough added.
+func newFullReport(src StatsSource) Report {
+	r := NewReport(src.Stats())
+	if p, ok := src.(PassthroughSource); ok {
+		r.Passthrough = p.Passthrough()
+	}
+	return r
 }
 
 func hitRate(s reflinkfs.Stats) float64 {

@@ -3,7 +3,7 @@
 //
 // Endpoints:
 //
-//	GET  /stats       engine statistics as a JSON Report (snake_case keys)
+//	GET  /stats       engine (and passthrough) statistics as a JSON Report (snake_case keys)
 //	GET  /metrics     the same figures in Prometheus text format, read at scrape time
 //	GET  /info        the daemon's process id, so `reflinkfs umount` can wait for exit
 //	POST /drop-cache  write back and evict the block cache (FS.DropCache), like
@@ -73,7 +73,7 @@ func ServeSource(src StatsSource, socketPath string, reg *prometheus.Registry) (
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, NewReport(src.Stats()))
+		writeJSON(w, newFullReport(src))
 	})
 	mux.HandleFunc("GET /info", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, Info{Pid: os.Getpid(), ReadOnly: readOnly})
@@ -89,7 +89,7 @@ func ServeSource(src StatsSource, socketPath string, reg *prometheus.Registry) (
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		writeJSON(w, NewReport(src.Stats()))
+		writeJSON(w, newFullReport(src))
 	})
 	// Profiles of the daemon, for explaining where time goes (root only: the
 	// socket is in the image directory). E.g.

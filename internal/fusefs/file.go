@@ -39,8 +39,22 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 	if err != nil {
 		return fs.status(err)
 	}
-	out.Fh = fs.addFile(&fileHandle{f: f, ino: in.NodeId, flags: in.Flags})
+	h := &fileHandle{f: f, ino: in.NodeId, flags: in.Flags}
+	st := fs.lockIO(h.ino)
+	b, status := fs.chooseIO(st, h)
+	h.backing = b
+	fs.unlockIO(h.ino, st)
+	if !status.Ok() {
+		_ = f.Close()
+		return status
+	}
+	out.Fh = fs.addFile(h)
 	out.OpenFlags = openFlags(in.Flags)
+	if b != nil {
+		// The kernel serves read, splice and mmap from the backing file.
+		out.OpenFlags = fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
+		out.BackingID = b.ID()
+	}
 	return fuse.OK
 }
 
@@ -53,6 +67,12 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name str
 		return st
 	}
 	flag := engineFlags(in.Flags) | syscall.O_CREAT | int(in.Flags&(syscall.O_EXCL|syscall.O_TRUNC))
+	// CREATE of an existing name is rare (the kernel looks names up first
+	// and sends OPEN), but with O_TRUNC it would truncate under
+	// passthrough readers: refuse as an open for writing would be.
+	if in.Flags&syscall.O_TRUNC != 0 && fs.passthroughOpen(in.NodeId, name) {
+		return fuse.Status(syscall.ETXTBSY)
+	}
 	f, a, err := fs.fsys.CreateAt(in.NodeId, name, n.mode&07777, n.owner, flag)
 	if err != nil {
 		return fs.status(err)
@@ -62,8 +82,21 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name str
 		return st
 	}
 	fs.fillEntry(&out.EntryOut, &a)
-	out.Fh = fs.addFile(&fileHandle{f: f, ino: a.Ino, flags: in.Flags})
+	h := &fileHandle{f: f, ino: a.Ino, flags: in.Flags}
+	io := fs.lockIO(h.ino)
+	b, status := fs.chooseIO(io, h) // an existing file may be open for passthrough
+	h.backing = b
+	fs.unlockIO(h.ino, io)
+	if !status.Ok() {
+		_ = f.Close()
+		return status
+	}
+	out.Fh = fs.addFile(h)
 	out.OpenFlags = openFlags(in.Flags)
+	if b != nil {
+		out.OpenFlags = fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
+		out.BackingID = b.ID()
+	}
 	return fuse.OK
 }
 
@@ -75,6 +108,7 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	if h == nil {
 		return
 	}
+	fs.releaseIO(h)
 	if err := h.f.Close(); err != nil {
 		fs.log.Warn("reflinkfs: close", "ino", h.ino, "err", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/reflinkfs/reflinkfs"
+	"github.com/reflinkfs/reflinkfs/internal/backing"
 )
 
 // Timeouts the kernel may cache entries and attributes for; see the package
@@ -44,6 +45,16 @@ type fileSystem struct {
 	nodesMu sync.Mutex
 	nodes   map[uint64]*node
 
+	// Passthrough (passthrough.go): the backing store (nil until started
+	// and when off), why it is off, each open inode's I/O mode, counters.
+	storeMu     sync.Mutex
+	store       *backing.Store
+	storeClosed bool // the mount has ended: no store may start
+	passOff     string
+	ioMu        sync.Mutex
+	io        map[uint64]*ioState
+	passCount passCounters
+
 	handlesMu sync.RWMutex
 	files     map[uint64]*fileHandle
 	dirs      map[uint64]*dirHandle
@@ -66,6 +77,9 @@ type fileHandle struct {
 	f     *reflinkfs.File
 	ino   uint64
 	flags uint32 // open(2) flags from the kernel
+
+	// backing is set when the open is passed through to it.
+	backing *backing.Backing
 
 	fiemapMu  sync.Mutex
 	fiemap    []reflinkfs.Extent // snapshot taken by a fiemap batch at start 0
@@ -92,6 +106,7 @@ func newFileSystem(fsys *reflinkfs.FS, opt Options) *fileSystem {
 		opt:           opt,
 		log:           opt.Logger,
 		nodes:         make(map[uint64]*node),
+		io:            make(map[uint64]*ioState),
 		files:         make(map[uint64]*fileHandle),
 		dirs:          make(map[uint64]*dirHandle),
 	}
@@ -359,6 +374,18 @@ func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *f
 	}
 	if t, ok := in.GetCTime(); ok {
 		set.Ctime = &t
+	}
+	if set.Size != nil {
+		// A truncate must not change what passthrough readers of a
+		// snapshot do not see (passthrough.go); it waits for no open.
+		st := fs.lockIO(in.NodeId)
+		defer fs.unlockIO(in.NodeId, st)
+		if !st.waitNoPassthrough() {
+			fs.passCount.mu.Lock()
+			fs.passCount.refused++
+			fs.passCount.mu.Unlock()
+			return fuse.Status(syscall.ETXTBSY)
+		}
 	}
 	a, err := fs.fsys.SetAttrIno(in.NodeId, set)
 	if err != nil {

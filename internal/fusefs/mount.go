@@ -32,6 +32,9 @@ type Options struct {
 	// MountFlags are suid/nosuid, dev/nodev, exec/noexec, applied to the
 	// mount in order (default nosuid,nodev,exec).
 	MountFlags []string
+	// Share selects which opens share the kernel's page cache through FUSE
+	// passthrough (passthrough.go); the zero value is ShareReadOnly.
+	Share ShareMode
 	// Logger receives warnings and debug output. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -78,9 +81,11 @@ func Mount(fsys *reflinkfs.FS, mountpoint string, opt Options) (*Server, error) 
 		// (killpriv.go), which spares a security.capability lookup per write.
 		ExtraCapabilities: fuse.CAP_EXPORT_SUPPORT | fuse.CAP_DIRECT_IO_ALLOW_MMAP | fuse.CAP_IOCTL_DIR |
 			fuse.CAP_ASYNC_DIO | fuse.CAP_SETXATTR_EXT | fuse.CAP_HANDLE_KILLPRIV_V2,
-		// Unused: negotiating it would raise the mount's stacking depth and
-		// keep overlayfs-on-overlayfs from stacking on top of us.
-		DisabledCapabilities: fuse.CAP_PASSTHROUGH,
+	}
+	if opt.Share == ShareOff {
+		// Negotiating passthrough raises the mount's stacking depth to 1,
+		// which keeps overlayfs-on-overlayfs from stacking on top of us.
+		mo.DisabledCapabilities = fuse.CAP_PASSTHROUGH
 	}
 	if opt.DefaultPermissions {
 		mo.Options = append(mo.Options, "default_permissions")
@@ -106,6 +111,7 @@ func Mount(fsys *reflinkfs.FS, mountpoint string, opt Options) (*Server, error) 
 	s := &Server{fs: fs, srv: srv, mountpoint: mountpoint, served: make(chan struct{})}
 	go func() {
 		srv.Serve()
+		fs.closeStore()
 		close(s.served)
 	}()
 	if err := srv.WaitMount(); err != nil {
@@ -121,6 +127,7 @@ func Mount(fsys *reflinkfs.FS, mountpoint string, opt Options) (*Server, error) 
 		return nil, fmt.Errorf("fusefs: stat mountpoint %s: %w", mountpoint, err)
 	}
 	fs.mountDev.Store(st.Dev)
+	fs.startPassthrough(srv)
 	return s, nil
 }
 
