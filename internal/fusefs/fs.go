@@ -52,8 +52,8 @@ type fileSystem struct {
 	storeClosed bool // the mount has ended: no store may start
 	passOff     string
 	ioMu        sync.Mutex
-	io        map[uint64]*ioState
-	passCount passCounters
+	io          map[uint64]*ioState
+	passCount   passCounters
 
 	handlesMu sync.RWMutex
 	files     map[uint64]*fileHandle
