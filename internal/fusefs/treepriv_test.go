@@ -151,24 +151,36 @@ func TestIoctlCloneTreeLikeCp(t *testing.T) {
 	}
 }
 
-// Capabilities decide, not uid 0: root without CAP_MKNOD makes no device
-// node, as mknod(2) would refuse it; root with it copies them exactly.
+// Capabilities decide, not uid 0: root without CAP_MKNOD, and root of a
+// child user namespace (whose capabilities do not reach this mount), make
+// no device node, as mknod(2) refuses them; root with it copies them.
 func TestIoctlCloneTreeDevicesNeedCapMknod(t *testing.T) {
 	requireTool(t, "setpriv")
+	requireTool(t, "unshare")
 	m := mountFresh(t)
 	src := m.path("src")
 	if err := os.Mkdir(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	sh(t, `cd `+src+` && mknod blk b 8 0 && chmod 600 blk && mknod chr c 1 1`)
-	if out, err := exec.Command("setpriv", "--bounding-set=-mknod", "--inh-caps=-mknod", "mknod", m.path("direct"), "b", "8", "0").CombinedOutput(); err == nil {
-		t.Fatalf("mknod by root without CAP_MKNOD succeeded; setpriv did not drop it:\n%s", out)
-	}
-	if e := cloneTreeWith(t, []string{"setpriv", "--bounding-set=-mknod", "--inh-caps=-mknod"}, m.dir, "nocap", src); e != int(unix.EPERM) {
-		t.Errorf("tree clone by root without CAP_MKNOD: errno %d, want EPERM", e)
-	}
-	if got := run(t, "find", m.dir, "-path", m.path("src"), "-prune", "-o", "(", "-type", "b", "-o", "-type", "c", ")", "-print"); got != "" {
-		t.Errorf("tree clone without CAP_MKNOD made device nodes:\n%s", got)
+	for _, tc := range []struct {
+		what string
+		wrap []string
+	}{
+		{"root without CAP_MKNOD", []string{"setpriv", "--bounding-set=-mknod", "--inh-caps=-mknod"}},
+		{"root of a child user namespace", []string{"unshare", "--map-root-user"}},
+	} {
+		mknod := append(append([]string{}, tc.wrap...), "mknod", m.path("direct"), "b", "8", "0")
+		if out, err := exec.Command(mknod[0], mknod[1:]...).CombinedOutput(); err == nil {
+			t.Fatalf("%s: mknod on the mount succeeded, so the test does not drop the capability:\n%s", tc.what, out)
+		}
+		if e := cloneTreeWith(t, tc.wrap, m.dir, "nocap", src); e != int(unix.EPERM) {
+			t.Errorf("tree clone by %s: errno %d, want EPERM", tc.what, e)
+		}
+		if got := run(t, "find", m.dir, "-path", m.path("src"), "-prune", "-o", "(", "-type", "b", "-o", "-type", "c", ")", "-print"); got != "" {
+			t.Errorf("tree clone by %s made device nodes:\n%s", tc.what, got)
+		}
+		os.RemoveAll(m.path("nocap"))
 	}
 	if e := cloneTreeWith(t, nil, m.dir, "full", src); e != 0 {
 		t.Fatalf("tree clone by root: errno %d", e)
