@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -559,4 +560,88 @@ func TestCloneTreeTiming(t *testing.T) {
 	t.Logf("  CLONE_TREE ioctl  %8v  (runs %v)  %6.0f entries/s", mf.Round(time.Millisecond), fast, float64(entries)/mf.Seconds())
 	t.Logf("  file-by-file walk %8v  (runs %v)  %6.0f entries/s", mw.Round(time.Millisecond), walk, float64(entries)/mw.Seconds())
 	t.Logf("  speedup %.1fx", mw.Seconds()/mf.Seconds())
+}
+
+// The walk, run by a user, makes what cp -a run by that user makes: no
+// device nodes (the kernel refuses them), no set-ID bits on copies of files
+// the user does not own with their group, hard links and user xattrs kept.
+// The test binary runs itself as nobody for the walk.
+func TestCloneTreeWalkAsUserLikeCp(t *testing.T) {
+	if args := os.Getenv("REFLINKFS_TEST_WALK_AS_USER"); args != "" {
+		src, dst, _ := strings.Cut(args, "\n")
+		if err := cloneTree(src, dst, copyClone, os.Stderr); err != nil {
+			fmt.Println(err)
+		}
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to build a tree of other users' files and to run as nobody")
+	}
+	for _, tool := range []string{"setfattr", "getfattr", "mknod", "mkfifo"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.SkipOrFail(t, "tool %s not installed (apt-get install -y attr): %v", tool, err)
+		}
+	}
+	base := t.TempDir()
+	for d := base; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
+	shell := func(script string) string {
+		t.Helper()
+		out, err := exec.Command("sh", "-c", "set -e; "+script).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", script, err, out)
+		}
+		return string(out)
+	}
+	shell(`mkdir ` + src + ` ` + dst + ` && chmod 777 ` + dst + ` && cd ` + src + `
+mknod blk b 8 0; mkfifo fifo
+printf x > suid_root; chmod 4755 suid_root
+printf x > sticky_root; chmod 1755 sticky_root
+printf x > suid_nobody; chown 65534:65534 suid_nobody; chmod 6755 suid_nobody
+printf x > nobody_rootgroup; chown 65534:0 nobody_rootgroup; chmod 6755 nobody_rootgroup
+mkdir sgiddir; chmod 2775 sgiddir; mkdir stickydir; chmod 1777 stickydir
+mkdir nobodydir; chown 65534:65534 nobodydir; chmod 3777 nobodydir
+printf h > hard1; ln hard1 hard2; setfattr -n user.u -v 1 hard1`)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(base, "walk.test") // go test's own directory is root's only
+	shell(`cp ` + exe + ` ` + bin + ` && chmod 755 ` + bin)
+	walkAsNobody := func(to string) string {
+		cmd := exec.Command(bin, "-test.run=^TestCloneTreeWalkAsUserLikeCp$")
+		cmd.Env = append(os.Environ(), "REFLINKFS_TEST_WALK_AS_USER="+src+"\n"+to)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("walk as nobody: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	listing := func(dir string) string {
+		return shell(`cd ` + dir + ` && find . -printf '%P %y %M %U:%G %n\n' | sort && find . | sort | xargs getfattr -h -d -m -`)
+	}
+
+	if out := walkAsNobody(filepath.Join(dst, "walk")); !strings.Contains(out, "blk: operation not permitted") {
+		t.Errorf("walk as nobody over a device node: %s", out)
+	}
+	if got := shell(`find ` + dst + ` -type b`); got != "" {
+		t.Errorf("walk as nobody made a device node: %s", got)
+	}
+	shell(`rm ` + src + `/blk`)
+	cmd := exec.Command("cp", "-a", src, filepath.Join(dst, "cp"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cp -a as nobody: %v\n%s", err, out)
+	}
+	if out := walkAsNobody(filepath.Join(dst, "walk2")); strings.Contains(out, "FAIL") || strings.Contains(out, ": ") {
+		t.Errorf("walk as nobody: %s", out)
+	}
+	if want, got := listing(filepath.Join(dst, "cp")), listing(filepath.Join(dst, "walk2")); got != want {
+		t.Errorf("walk as nobody differs from cp -a as nobody\ncp -a:\n%s\nwalk:\n%s", want, got)
+	}
 }
