@@ -353,11 +353,21 @@ func (fs *fileSystem) cloneTree(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf 
 	}
 	dst := in.NodeId
 	c := callerCreds(&in.Caller)
+	dstAttr, err := fs.fsys.GetAttr(dst)
+	if err != nil {
+		return fs.status(err)
+	}
 	check := fs.opt.DefaultPermissions
 	if check {
-		if st := fs.permits(dst, c, accessWrite|accessExec); !st.Ok() {
+		if st := fs.permitsAttr(dstAttr, c, accessWrite|accessExec); !st.Ok() {
 			return st
 		}
+	}
+	// The group of what the caller creates in dst (a setgid directory
+	// passes its own down, to every directory below too).
+	newGid := c.gid
+	if dstAttr.Mode&syscall.S_ISGID != 0 {
+		newGid = dstAttr.Gid
 	}
 	srcIno, typ, st := fs.callerSource(in.Caller.Pid, args.SrcFd)
 	if !st.Ok() {
@@ -377,7 +387,7 @@ func (fs *fileSystem) cloneTree(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf 
 				return nil
 			}
 		},
-		CopyAs: func(src reflinkfs.Attr) (reflinkfs.Owner, uint32) { return copyAs(src, c) },
+		CopyAs: func(src reflinkfs.Attr) (reflinkfs.Owner, uint32) { return copyAs(src, c, newGid) },
 		Check: func(a reflinkfs.Attr) error {
 			want := uint32(0)
 			switch a.Mode & syscall.S_IFMT {
@@ -414,20 +424,21 @@ func (fs *fileSystem) cloneTree(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf 
 
 // copyAs returns the owner and permission bits (07777) that the copy of
 // src gets in a tree clone by c: those cp -a run by c gives it (coreutils
-// 9.1; TestIoctlCloneTreeLikeCp compares the two).
+// 9.1; TestIoctlCloneTreeLikeCp compares the two). newGid is the group
+// c's new files get in the destination.
 //   - Owner: with CAP_CHOWN the source's; else c's uid, and the source's
-//     group if c is in it, else c's primary group.
+//     group if c is in it, else newGid.
 //   - When the owner or group differs from the source's, the set-user-ID
 //     and set-group-ID bits are dropped, and so is the sticky bit of a
 //     non-directory (cp keeps a directory's).
 //   - Without CAP_FSETID, set-group-ID is dropped where c is not in the
 //     copy's group, as chmod(2) does.
-func copyAs(src reflinkfs.Attr, c creds) (reflinkfs.Owner, uint32) {
+func copyAs(src reflinkfs.Attr, c creds, newGid uint32) (reflinkfs.Owner, uint32) {
 	own := reflinkfs.Owner{Uid: src.Uid, Gid: src.Gid}
 	if !c.can(unix.CAP_CHOWN) {
 		own.Uid = c.uid
 		if !c.inGroup(own.Gid) {
-			own.Gid = c.gid
+			own.Gid = newGid
 		}
 	}
 	perm := src.Mode & 07777

@@ -149,6 +149,36 @@ func TestIoctlCloneTreeLikeCp(t *testing.T) {
 	if st1.Ino != st2.Ino {
 		t.Errorf("hard links copied as two files")
 	}
+
+	// Into a set-group-ID directory of a group nobody is not in: what
+	// nobody creates there takes that group.
+	for _, d := range []string{filepath.Join(host, "sgid"), m.path("sgid")} {
+		if err := os.Mkdir(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, os.ModeSetgid|0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(filepath.Join(host, "src", "blk")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(host, "src", "chr")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := asNobody("cp", "-a", filepath.Join(host, "src"), filepath.Join(host, "sgid", "copy")).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a as nobody into a setgid directory: %v\n%s", err, out)
+	}
+	want = privListing(t, filepath.Join(host, "sgid", "copy"))
+	if !strings.Contains(want, " 65534:0 ") {
+		t.Fatalf("cp -a into a setgid directory of group 0 made nothing of group 0:\n%s", want)
+	}
+	if e := cloneTreeAs(t, nobodyUid, nobodyGid, m.path("sgid"), "copy", src, "0"); e != 0 {
+		t.Fatalf("tree clone by nobody into a setgid directory: errno %d", e)
+	}
+	if got := privListing(t, m.path("sgid/copy")); got != want {
+		t.Errorf("tree clone by nobody into a setgid directory differs from cp -a\ncp -a:\n%s\nclone:\n%s", want, got)
+	}
 }
 
 // Capabilities decide, not uid 0: root without CAP_MKNOD, and root of a
@@ -229,7 +259,7 @@ func TestCopyAsCapabilities(t *testing.T) {
 		{"owner, group through a supplementary group", creds{uid: 2000, gid: 1000, groups: map[uint32]bool{3000: true}}, reflinkfs.Owner{Uid: 2000, Gid: 3000}, 0o6755},
 		{"owner, not in the group", creds{uid: 2000, gid: 1000}, reflinkfs.Owner{Uid: 2000, Gid: 1000}, 0o755},
 	} {
-		own, perm := copyAs(file, tc.c)
+		own, perm := copyAs(file, tc.c, tc.c.gid)
 		if own != tc.own || perm != tc.wantPerm {
 			t.Errorf("%s: %+v %o, want %+v %o", tc.what, own, perm, tc.own, tc.wantPerm)
 		}
