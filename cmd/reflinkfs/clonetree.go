@@ -102,6 +102,9 @@ func cloneTreeIoctl(src, dst string) (handled bool, err error) {
 		return false, nil
 	}
 	err = fmt.Errorf("%s: %w", dst, unwrapPathError(err))
+	if errors.Is(err, unix.EPERM) {
+		err = fmt.Errorf("%w (SRC holds a device node, and making one needs CAP_MKNOD, as with mknod)", err)
+	}
 	if _, serr := os.Lstat(dst); serr == nil {
 		err = fmt.Errorf("%w (the partial copy in %s is left in place)", err, dst)
 	}
