@@ -19,12 +19,16 @@ const (
 )
 
 // makeImagePrivate removes group and other permissions from dir and
-// everything in it. Symbolic links are not followed (a data file linked to
-// a block device keeps the device's mode). It returns how many entries it
-// changed.
+// everything in it. Symbolic links inside are not followed (a data file
+// linked to a block device keeps the device's mode); dir itself may be one.
+// It returns how many entries it changed.
 func makeImagePrivate(dir string) (int, error) {
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return 0, err
+	}
 	changed := 0
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil // removed meanwhile (a pebble file made obsolete)

@@ -45,9 +45,10 @@ func TestImageDirectoryIsPrivate(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "img")
 	var log bytes.Buffer
 	opt := reflinkfs.Options{Size: 64 << 20, CacheSize: 1 << 20, Logger: slog.New(slog.NewTextHandler(&log, nil))}
+	openAt := dir
 	session := func() {
 		t.Helper()
-		fsys, err := reflinkfs.Open(dir, opt)
+		fsys, err := reflinkfs.Open(openAt, opt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -89,6 +90,10 @@ func TestImageDirectoryIsPrivate(t *testing.T) {
 		return os.Chmod(p, 0o644)
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	openAt = filepath.Join(t.TempDir(), "link") // the image's path may be a symlink
+	if err := os.Symlink(dir, openAt); err != nil {
 		t.Fatal(err)
 	}
 	session()
