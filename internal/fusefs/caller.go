@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -40,6 +41,10 @@ func readCaller(tid uint32) callerStatus {
 		return callerStatus{} // made by the kernel itself
 	}
 	pidfd, err := unix.PidfdOpen(int(tid), unix.PIDFD_THREAD)
+	if errors.Is(err, unix.EINVAL) {
+		// Before Linux 6.9 only a thread-group leader has a pidfd.
+		pidfd, err = unix.PidfdOpen(int(tid), 0)
+	}
 	if err != nil {
 		return callerStatus{}
 	}
