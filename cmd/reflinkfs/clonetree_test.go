@@ -625,7 +625,8 @@ printf h > hard1; ln hard1 hard2; setfattr -n user.u -v 1 hard1`)
 }
 
 // TestCloneTreeAsUserHelper is what cloneTreeAsNobody runs as nobody: a
-// tree clone by the walk alone ("walk") or as clone -r does it ("auto").
+// tree clone by the walk alone ("walk") or as clone -r does it ("auto"),
+// or a file clone ("file").
 func TestCloneTreeAsUserHelper(t *testing.T) {
 	args := os.Getenv("REFLINKFS_TEST_CLONE_AS_USER")
 	if args == "" {
@@ -634,9 +635,12 @@ func TestCloneTreeAsUserHelper(t *testing.T) {
 	how, rest, _ := strings.Cut(args, "\n")
 	src, dst, _ := strings.Cut(rest, "\n")
 	var err error
-	if how == "walk" {
+	switch how {
+	case "walk":
 		err = cloneTree(src, dst, copyClone, os.Stderr)
-	} else {
+	case "file":
+		err = cloneOneFile(src, dst)
+	default:
 		err = cloneTreeAuto(src, dst, cloneFD, os.Stderr)
 	}
 	if err != nil {
@@ -714,5 +718,47 @@ printf x > prog; chmod 4755 prog; mknod disk b 8 0; chmod 600 disk`
 	}
 	if st.Uid != 65534 || st.Mode&0o7777 != 0o755 {
 		t.Errorf("clone -r as nobody of root's 4755 program: owner %d mode %o, want 65534 and 755", st.Uid, st.Mode&0o7777)
+	}
+}
+
+// A file clone keeps set-ID and sticky bits only where the clone has the
+// source's owner and group: a user's clone of root's set-user-ID program,
+// or root's clone of a user's, is not set-user-ID; root's of its own is.
+func TestCloneFileSetIDBits(t *testing.T) {
+	mp := mountReflinkfs(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make other users' files")
+	}
+	for d := filepath.Dir(mp); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := `set -e; cd ` + mp + `; mkdir mine; chown 65534:65534 mine
+printf x > rootprog; chmod 4755 rootprog
+printf x > userprog; chown 1000:1000 userprog; chmod 6755 userprog`
+	if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	base := t.TempDir()
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out := cloneTreeAsNobody(t, base, "file", filepath.Join(mp, "rootprog"), filepath.Join(mp, "mine", "prog")); strings.Contains(out, "error:") {
+		t.Fatal(out)
+	}
+	for _, c := range [][2]string{{"rootprog", "rootcopy"}, {"userprog", "usercopy"}} {
+		if err := cloneOneFile(filepath.Join(mp, c[0]), filepath.Join(mp, c[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, want := range map[string]string{"mine/prog": "65534 755", "rootcopy": "0 4755", "usercopy": "0 755"} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(mp, name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprintf("%d %o", st.Uid, st.Mode&0o7777); got != want {
+			t.Errorf("%s: owner and mode %s, want %s", name, got, want)
+		}
 	}
 }
