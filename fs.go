@@ -186,6 +186,9 @@ func Create(dir string, opt Options) (*FS, error) {
 	if len(ents) > 0 {
 		return nil, pathErr("create", dir, fmt.Errorf("directory is not empty: %w", syscall.EEXIST))
 	}
+	if err := os.Chmod(dir, imageDirMode); err != nil { // for its owner only (private.go)
+		return nil, err
+	}
 	lk, err := lockImage(dir)
 	if err != nil {
 		return nil, err
@@ -242,7 +245,7 @@ func Create(dir string, opt Options) (*FS, error) {
 }
 
 func writeFileSync(path, content string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, imageFileMode)
 	if err != nil {
 		return err
 	}
@@ -260,7 +263,7 @@ func writeFileSync(path, content string) error {
 // lockImage takes the image's exclusive lock, so two processes never open
 // the same image.
 func lockImage(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, imageFileMode)
 	if err != nil {
 		return nil, pathErr("open", dir, err)
 	}
@@ -309,6 +312,11 @@ func Open(dir string, opt Options) (*FS, error) {
 	lk, err := lockImage(dir)
 	if err != nil {
 		return nil, err
+	}
+	if n, err := makeImagePrivate(dir); err != nil {
+		opt.Logger.Warn("image directory is readable by other users and could not be made private", "dir", dir, "err", err)
+	} else if n > 0 {
+		opt.Logger.Warn("image directory was readable by other users; removed group and other permissions", "dir", dir, "entries", n)
 	}
 	fsys := &FS{dir: dir, opt: opt, log: opt.Logger, lock: lk,
 		inodes:     make(map[uint64]*inode),

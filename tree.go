@@ -28,6 +28,11 @@ type CloneTreeOptions struct {
 	// owner: what a copy made by an unprivileged user gets (cp -a run by
 	// that user).
 	Owner *Owner
+	// CopyAs, if set, returns the owner and permission bits (07777) the
+	// copy of each source entry gets, the root included, in place of
+	// Owner and the source's bits: the FUSE adapter gives a caller what
+	// its own cp -a would make (no set-ID bits on a file it does not own).
+	CopyAs func(src Attr) (own Owner, perm uint32)
 	// Check, if set, is called with the attributes of every source entry
 	// (the root included) before it is copied; an error stops the clone and
 	// is returned. The FUSE adapter refuses entries the caller may not read.
@@ -84,7 +89,8 @@ func (fsys *FS) CloneTreeIno(srcIno, dstParent uint64, name string, o CloneTreeO
 			return Attr{}, treeErr(".", err)
 		}
 	}
-	root, err := fsys.MkdirAt(dstParent, name, src.Mode&07777, o.owner(src))
+	own, perm := o.copyAs(src)
+	root, err := fsys.MkdirAt(dstParent, name, perm, own)
 	if err != nil {
 		return Attr{}, err
 	}
@@ -99,11 +105,16 @@ func (fsys *FS) CloneTreeIno(srcIno, dstParent uint64, name string, o CloneTreeO
 	return root, err
 }
 
-func (o *CloneTreeOptions) owner(src Attr) Owner {
-	if o.Owner != nil {
-		return *o.Owner
+// copyAs returns the owner and permission bits of src's copy.
+func (o *CloneTreeOptions) copyAs(src Attr) (Owner, uint32) {
+	switch {
+	case o.CopyAs != nil:
+		own, perm := o.CopyAs(src)
+		return own, perm & 07777
+	case o.Owner != nil:
+		return *o.Owner, src.Mode & 07777
 	}
-	return Owner{Uid: src.Uid, Gid: src.Gid}
+	return Owner{Uid: src.Uid, Gid: src.Gid}, src.Mode & 07777
 }
 
 // isBelow reports whether directory dir is top or lies below it, walking
@@ -195,11 +206,11 @@ func (t *treeCloner) entry(e DirEntry, dst uint64, rel string) error {
 			return nil
 		}
 	}
-	own := t.o.owner(a)
+	own, perm := t.o.copyAs(a)
 	var made Attr
 	switch a.Mode & syscall.S_IFMT {
 	case syscall.S_IFDIR:
-		if made, err = fsys.MkdirAt(dst, e.Name, a.Mode&07777, own); err != nil {
+		if made, err = fsys.MkdirAt(dst, e.Name, perm, own); err != nil {
 			return treeErr(rel, err)
 		}
 		if err := t.fill(a, made.Ino, rel); err != nil {
@@ -209,7 +220,7 @@ func (t *treeCloner) entry(e DirEntry, dst uint64, rel string) error {
 		return err
 	case syscall.S_IFREG:
 		var skip bool
-		if made, skip, err = t.cloneFile(a, dst, e.Name, own); err != nil {
+		if made, skip, err = t.cloneFile(a, dst, e.Name, perm, own); err != nil {
 			return treeErr(rel, err)
 		}
 		if skip {
@@ -227,7 +238,7 @@ func (t *treeCloner) entry(e DirEntry, dst uint64, rel string) error {
 			return treeErr(rel, err)
 		}
 	default: // FIFO, socket, device
-		if made, err = fsys.Mknod(dst, e.Name, a.Mode, a.Rdev, own); err != nil {
+		if made, err = fsys.Mknod(dst, e.Name, a.Mode&syscall.S_IFMT|perm, a.Rdev, own); err != nil {
 			return treeErr(rel, err)
 		}
 	}
@@ -241,7 +252,7 @@ func (t *treeCloner) entry(e DirEntry, dst uint64, rel string) error {
 // cloneFile creates dst/name as a clone of the whole regular file src. skip
 // is set when the source vanished before it could be opened (the new entry
 // is removed again).
-func (t *treeCloner) cloneFile(src Attr, dst uint64, name string, own Owner) (Attr, bool, error) {
+func (t *treeCloner) cloneFile(src Attr, dst uint64, name string, perm uint32, own Owner) (Attr, bool, error) {
 	fsys := t.fsys
 	sf, err := fsys.OpenIno(src.Ino, syscall.O_RDONLY)
 	if gone(err) {
@@ -251,7 +262,7 @@ func (t *treeCloner) cloneFile(src Attr, dst uint64, name string, own Owner) (At
 		return Attr{}, false, err
 	}
 	defer sf.Close()
-	df, made, err := fsys.CreateAt(dst, name, src.Mode&07777, own, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL)
+	df, made, err := fsys.CreateAt(dst, name, perm, own, syscall.O_RDWR|syscall.O_CREAT|syscall.O_EXCL)
 	if err != nil {
 		return Attr{}, false, err
 	}

@@ -23,7 +23,6 @@ type treeCloner struct {
 	src, dst string
 	clone    cloneFunc
 	warn     io.Writer
-	root     bool // running as root: ownership can be set
 	// links maps a source inode with several links to the first path it was
 	// cloned to, so later links become hard links again.
 	links map[devIno]string
@@ -103,6 +102,9 @@ func cloneTreeIoctl(src, dst string) (handled bool, err error) {
 		return false, nil
 	}
 	err = fmt.Errorf("%s: %w", dst, unwrapPathError(err))
+	if errors.Is(err, unix.EPERM) {
+		err = fmt.Errorf("%w (SRC holds a device node, and making one needs CAP_MKNOD, as with mknod)", err)
+	}
 	if _, serr := os.Lstat(dst); serr == nil {
 		err = fmt.Errorf("%w (the partial copy in %s is left in place)", err, dst)
 	}
@@ -115,7 +117,7 @@ func cloneTree(src, dst string, clone cloneFunc, warn io.Writer) error {
 	if err := checkTreeTarget(src, dst); err != nil {
 		return err
 	}
-	t := &treeCloner{src: src, dst: dst, clone: clone, warn: warn, root: os.Geteuid() == 0, links: map[devIno]string{}}
+	t := &treeCloner{src: src, dst: dst, clone: clone, warn: warn, links: map[devIno]string{}}
 	walkErr := filepath.WalkDir(src, t.visit)
 	// Directory metadata is applied even after a failure, so what was
 	// cloned is not left with 0700 directories.
@@ -206,15 +208,26 @@ func (t *treeCloner) cloneFile(src, dst string) error {
 // in that order: chown clears setuid bits and file capabilities, so it comes
 // before chmod and the xattrs; times come last because the others change
 // ctime only, but writing xattrs may touch them on some file systems.
+//
+// Like cp -a, it tries to give dst src's owner and group whoever runs it;
+// where that is refused (a user copying others' files) it keeps the group
+// if it can and drops the set-ID bits, and the sticky bit of a
+// non-directory, so a user's copy of a set-user-ID program is not one.
 func (t *treeCloner) applyMeta(src, dst string, st *syscall.Stat_t) error {
 	isLink := st.Mode&syscall.S_IFMT == syscall.S_IFLNK
-	if t.root {
-		if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+	mode := st.Mode & 0o7777
+	if err := os.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+		if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
 			return err
+		}
+		os.Lchown(dst, -1, int(st.Gid)) // refused unless a member: the group stays the creator's
+		mode &^= syscall.S_ISUID | syscall.S_ISGID
+		if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			mode &^= syscall.S_ISVTX
 		}
 	}
 	if !isLink {
-		if err := unix.Fchmodat(unix.AT_FDCWD, dst, st.Mode&0o7777, 0); err != nil {
+		if err := unix.Fchmodat(unix.AT_FDCWD, dst, mode, 0); err != nil {
 			return &os.PathError{Op: "chmod", Path: dst, Err: err}
 		}
 	}

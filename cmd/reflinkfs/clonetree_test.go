@@ -10,6 +10,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -559,4 +560,205 @@ func TestCloneTreeTiming(t *testing.T) {
 	t.Logf("  CLONE_TREE ioctl  %8v  (runs %v)  %6.0f entries/s", mf.Round(time.Millisecond), fast, float64(entries)/mf.Seconds())
 	t.Logf("  file-by-file walk %8v  (runs %v)  %6.0f entries/s", mw.Round(time.Millisecond), walk, float64(entries)/mw.Seconds())
 	t.Logf("  speedup %.1fx", mw.Seconds()/mf.Seconds())
+}
+
+// The walk, run by a user, makes what cp -a run by that user makes: no
+// device nodes (the kernel refuses them), no set-ID bits on copies of files
+// the user does not own with their group, hard links and user xattrs kept.
+// The test binary runs itself as nobody for the walk.
+func TestCloneTreeWalkAsUserLikeCp(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to build a tree of other users' files and to run as nobody")
+	}
+	for _, tool := range []string{"setfattr", "getfattr", "mknod", "mkfifo"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.SkipOrFail(t, "tool %s not installed (apt-get install -y attr): %v", tool, err)
+		}
+	}
+	base := t.TempDir()
+	for d := base; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
+	shell := func(script string) string {
+		t.Helper()
+		out, err := exec.Command("sh", "-c", "set -e; "+script).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", script, err, out)
+		}
+		return string(out)
+	}
+	shell(`mkdir ` + src + ` ` + dst + ` && chmod 777 ` + dst + ` && cd ` + src + `
+mknod blk b 8 0; mkfifo fifo
+printf x > suid_root; chmod 4755 suid_root
+printf x > sticky_root; chmod 1755 sticky_root
+printf x > suid_nobody; chown 65534:65534 suid_nobody; chmod 6755 suid_nobody
+printf x > nobody_rootgroup; chown 65534:0 nobody_rootgroup; chmod 6755 nobody_rootgroup
+mkdir sgiddir; chmod 2775 sgiddir; mkdir stickydir; chmod 1777 stickydir
+mkdir nobodydir; chown 65534:65534 nobodydir; chmod 3777 nobodydir
+printf h > hard1; ln hard1 hard2; setfattr -n user.u -v 1 hard1`)
+	walkAsNobody := func(to string) string { return cloneTreeAsNobody(t, base, "walk", src, to) }
+	listing := func(dir string) string {
+		return shell(`cd ` + dir + ` && find . -printf '%P %y %M %U:%G %n\n' | sort && find . | sort | xargs getfattr -h -d -m -`)
+	}
+
+	if out := walkAsNobody(filepath.Join(dst, "walk")); !strings.Contains(out, "blk: operation not permitted") {
+		t.Errorf("walk as nobody over a device node: %s", out)
+	}
+	if got := shell(`find ` + dst + ` -type b`); got != "" {
+		t.Errorf("walk as nobody made a device node: %s", got)
+	}
+	shell(`rm ` + src + `/blk`)
+	cmd := exec.Command("cp", "-a", src, filepath.Join(dst, "cp"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cp -a as nobody: %v\n%s", err, out)
+	}
+	if out := walkAsNobody(filepath.Join(dst, "walk2")); strings.Contains(out, "error:") {
+		t.Errorf("walk as nobody: %s", out)
+	}
+	if want, got := listing(filepath.Join(dst, "cp")), listing(filepath.Join(dst, "walk2")); got != want {
+		t.Errorf("walk as nobody differs from cp -a as nobody\ncp -a:\n%s\nwalk:\n%s", want, got)
+	}
+}
+
+// TestCloneTreeAsUserHelper is what cloneTreeAsNobody runs as nobody: a
+// tree clone by the walk alone ("walk") or as clone -r does it ("auto"),
+// or a file clone ("file").
+func TestCloneTreeAsUserHelper(t *testing.T) {
+	args := os.Getenv("REFLINKFS_TEST_CLONE_AS_USER")
+	if args == "" {
+		t.Skip("run by other tests as another user")
+	}
+	how, rest, _ := strings.Cut(args, "\n")
+	src, dst, _ := strings.Cut(rest, "\n")
+	var err error
+	switch how {
+	case "walk":
+		err = cloneTree(src, dst, copyClone, os.Stderr)
+	case "file":
+		err = cloneOneFile(src, dst)
+	default:
+		err = cloneTreeAuto(src, dst, cloneFD, os.Stderr)
+	}
+	if err != nil {
+		fmt.Println("error:", err)
+	}
+}
+
+// cloneTreeAsNobody runs TestCloneTreeAsUserHelper as nobody from a copy
+// of the test binary in dir (go test's own directory is root's only) and
+// returns its output.
+func cloneTreeAsNobody(t *testing.T, dir, how, src, dst string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "clone-as-user.test")
+	if _, err := os.Stat(bin); err != nil {
+		exe, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("cp", exe, bin).CombinedOutput(); err != nil {
+			t.Fatalf("copy the test binary: %v\n%s", err, out)
+		}
+		if err := os.Chmod(bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(bin, "-test.run=^TestCloneTreeAsUserHelper$")
+	cmd.Env = append(os.Environ(), "REFLINKFS_TEST_CLONE_AS_USER="+how+"\n"+src+"\n"+dst)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("clone as nobody: %v\n%s", err, out)
+	}
+	return string(out)
+}
+
+// clone -r run by a user on a mount (one CLONE_TREE request) makes no
+// device node and says why; without one the copy is the user's, without
+// the set-user-ID bit of root's program.
+func TestCloneTreeAsUserOnMount(t *testing.T) {
+	mp := mountReflinkfs(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run as nobody")
+	}
+	for d := filepath.Dir(mp); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := t.TempDir()
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	src, mine := filepath.Join(mp, "src"), filepath.Join(mp, "mine")
+	script := `set -e; mkdir ` + src + ` ` + mine + `; chown 65534:65534 ` + mine + `; cd ` + src + `
+printf x > prog; chmod 4755 prog; mknod disk b 8 0; chmod 600 disk`
+	if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out := cloneTreeAsNobody(t, base, "auto", src, filepath.Join(mine, "t"))
+	if !strings.Contains(out, "operation not permitted") || !strings.Contains(out, "CAP_MKNOD") {
+		t.Errorf("clone -r as nobody of a tree with a device node: %s", out)
+	}
+	if _, err := os.Lstat(filepath.Join(mine, "t", "disk")); err == nil {
+		t.Errorf("clone -r as nobody made a device node")
+	}
+	if err := os.Remove(filepath.Join(src, "disk")); err != nil {
+		t.Fatal(err)
+	}
+	if out := cloneTreeAsNobody(t, base, "auto", src, filepath.Join(mine, "t2")); strings.Contains(out, "error:") {
+		t.Fatalf("clone -r as nobody: %s", out)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(filepath.Join(mine, "t2", "prog"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 65534 || st.Mode&0o7777 != 0o755 {
+		t.Errorf("clone -r as nobody of root's 4755 program: owner %d mode %o, want 65534 and 755", st.Uid, st.Mode&0o7777)
+	}
+}
+
+// A file clone keeps set-ID and sticky bits only where the clone has the
+// source's owner and group: a user's clone of root's set-user-ID program,
+// or root's clone of a user's, is not set-user-ID; root's of its own is.
+func TestCloneFileSetIDBits(t *testing.T) {
+	mp := mountReflinkfs(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make other users' files")
+	}
+	for d := filepath.Dir(mp); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := `set -e; cd ` + mp + `; mkdir mine; chown 65534:65534 mine
+printf x > rootprog; chmod 4755 rootprog
+printf x > userprog; chown 1000:1000 userprog; chmod 6755 userprog`
+	if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	base := t.TempDir()
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out := cloneTreeAsNobody(t, base, "file", filepath.Join(mp, "rootprog"), filepath.Join(mp, "mine", "prog")); strings.Contains(out, "error:") {
+		t.Fatal(out)
+	}
+	for _, c := range [][2]string{{"rootprog", "rootcopy"}, {"userprog", "usercopy"}} {
+		if err := cloneOneFile(filepath.Join(mp, c[0]), filepath.Join(mp, c[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, want := range map[string]string{"mine/prog": "65534 755", "rootcopy": "0 4755", "usercopy": "0 755"} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(mp, name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprintf("%d %o", st.Uid, st.Mode&0o7777); got != want {
+			t.Errorf("%s: owner and mode %s, want %s", name, got, want)
+		}
+	}
 }

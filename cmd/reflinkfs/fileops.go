@@ -144,7 +144,7 @@ func cloneOneFile(src, dst string) error {
 	}
 	err = cloneFD(df, sf)
 	if err == nil && created {
-		err = df.Chmod(fi.Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky))
+		err = df.Chmod(cloneMode(fi, df))
 	}
 	if cerr := df.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("%s: %w", dst, unwrapPathError(cerr))
@@ -153,6 +153,20 @@ func cloneOneFile(src, dst string) error {
 		os.Remove(dst)
 	}
 	return err
+}
+
+// cloneMode is the mode a new clone dst of src gets: src's, set-ID and
+// sticky bits included, except that a copy whose owner or group is not
+// src's (a user cloning someone else's file) loses those bits, as with
+// cp -p.
+func cloneMode(src os.FileInfo, dst *os.File) os.FileMode {
+	mode := src.Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky)
+	s, ok := src.Sys().(*syscall.Stat_t)
+	var d syscall.Stat_t
+	if !ok || syscall.Fstat(int(dst.Fd()), &d) != nil || d.Uid != s.Uid || d.Gid != s.Gid {
+		mode &^= os.ModeSetuid | os.ModeSetgid | os.ModeSticky
+	}
+	return mode
 }
 
 func newDedupeCommand() *cobra.Command {

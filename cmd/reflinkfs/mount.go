@@ -430,7 +430,7 @@ func startDaemon(cfg mountConfig) (err error) {
 	}()
 
 	logPath := filepath.Join(cfg.Image, daemonLogName)
-	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600) // private, like the image directory
 	if err != nil {
 		return fmt.Errorf("daemon log %s: %w", logPath, unwrapPathError(err))
 	}

@@ -65,6 +65,12 @@ func ServeSource(src StatsSource, socketPath string, reg *prometheus.Registry) (
 		reg.Unregister(coll)
 		return nil, err
 	}
+	// For the owner only, like the image directory it lives in.
+	if err := os.Chmod(socketPath, 0o600); err != nil {
+		l.Close()
+		reg.Unregister(coll)
+		return nil, fmt.Errorf("control socket %s: %w", socketPath, err)
+	}
 
 	// A source that knows it is read-only says so in /info (remount uses it).
 	readOnly := false

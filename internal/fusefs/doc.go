@@ -60,13 +60,19 @@
 // The tree clone ioctl is issued on a directory (CAP_IOCTL_DIR is
 // negotiated): it clones a source directory's whole tree under a new name
 // in one request (FS.CloneTreeIno). The kernel checks no permissions for
-// ioctls, so the daemon does: root gets an exact copy; another caller needs
-// write and search permission on the destination directory (mode bits and
-// access ACL) and read permission on everything copied, the copy is owned by
-// the caller, and trusted.* and security.* xattrs are not copied. Like the
-// other ioctls it changes what the kernel has cached, so the daemon then
-// invalidates the cached negative entry of the new name and the parent's
-// attributes.
+// ioctls, so the daemon decides for the caller as the kernel would, by the
+// effective capabilities of the calling thread (read from /proc with the
+// thread pinned by a pidfd, and counted only in the daemon's user
+// namespace; caller.go), never by uid 0 alone. The caller needs write and
+// search permission on the destination directory and read permission on
+// everything copied (unless CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH), and
+// gets what cp -a run by it would make: device nodes only with CAP_MKNOD
+// (else EPERM), owners kept only with CAP_CHOWN (else its uid, and the
+// source's group if it is a member), set-ID bits only where owner and
+// group are kept, trusted.* and security.* xattrs only with CAP_SYS_ADMIN
+// (copyAs, docs/ioctl.md). Like the other ioctls it changes what the
+// kernel has cached, so the daemon then invalidates the cached negative
+// entry of the new name and the parent's attributes.
 //
 // # Permissions and ACLs
 //

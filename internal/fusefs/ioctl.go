@@ -326,15 +326,19 @@ func (fs *fileSystem) fiemap(h *fileHandle, args *ioctl.FiemapArgs) fuse.Status 
 // cloneTree serves IocCloneTree on directory in.NodeId: the caller's
 // directory descriptor SrcFd is cloned as the new entry Name.
 //
-// The kernel checks no permissions for ioctls, so this does, on mounts with
-// DefaultPermissions (without it the mount checks nothing anywhere): a
-// caller other than root needs write and search permission on the
-// destination directory (mode bits and access ACL), and read permission on
+// The kernel checks no permissions for ioctls, so the daemon decides for
+// the caller, from its capabilities (caller.go) as the kernel would. On
+// mounts with DefaultPermissions (without it the mount checks nothing
+// anywhere) the caller needs write and search permission on the
+// destination directory (mode bits and access ACL) and read permission on
 // every source entry it copies (read and search on directories, read on
-// regular files), as copying the tree itself would need. Such a caller gets
-// what its own copy would give it: every new inode is owned by its uid and
-// primary gid, and trusted.* and security.* xattrs are not copied (only
-// privileged callers may set them). Root gets an exact copy, owners and all.
+// regular files), as copying the tree itself would need, unless
+// CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH lift them. Whatever the mount
+// options, the copy is the one cp -a run by the caller would make (see
+// copyAs): device nodes need CAP_MKNOD (else EPERM stops the clone),
+// owners are kept only with CAP_CHOWN, set-ID bits only where the owner is
+// kept, and trusted.* and security.* xattrs are copied only with
+// CAP_SYS_ADMIN.
 func (fs *fileSystem) cloneTree(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []byte) fuse.Status {
 	if fs.readOnly() {
 		return fuse.EROFS
@@ -349,11 +353,21 @@ func (fs *fileSystem) cloneTree(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf 
 	}
 	dst := in.NodeId
 	c := callerCreds(&in.Caller)
-	check := fs.opt.DefaultPermissions && !c.root()
+	dstAttr, err := fs.fsys.GetAttr(dst)
+	if err != nil {
+		return fs.status(err)
+	}
+	check := fs.opt.DefaultPermissions
 	if check {
-		if st := fs.permits(dst, c, accessWrite|accessExec); !st.Ok() {
+		if st := fs.permitsAttr(dstAttr, c, accessWrite|accessExec); !st.Ok() {
 			return st
 		}
+	}
+	// The group of what the caller creates in dst (a setgid directory
+	// passes its own down, to every directory below too).
+	newGid := c.gid
+	if dstAttr.Mode&syscall.S_ISGID != 0 {
+		newGid = dstAttr.Gid
 	}
 	srcIno, typ, st := fs.callerSource(in.Caller.Pid, args.SrcFd)
 	if !st.Ok() {
@@ -373,27 +387,29 @@ func (fs *fileSystem) cloneTree(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf 
 				return nil
 			}
 		},
-	}
-	if !c.root() {
-		opt.Owner = &reflinkfs.Owner{Uid: c.uid, Gid: c.gid}
-		opt.SkipXattr = privilegedXattr
-		if check {
-			opt.Check = func(a reflinkfs.Attr) error {
-				want := uint32(0)
-				switch a.Mode & syscall.S_IFMT {
-				case syscall.S_IFDIR:
-					want = accessRead | accessExec
-				case syscall.S_IFREG:
-					want = accessRead
-				default:
-					return nil // symlinks and special files need no access to copy
+		CopyAs: func(src reflinkfs.Attr) (reflinkfs.Owner, uint32) { return copyAs(src, c, newGid) },
+		Check: func(a reflinkfs.Attr) error {
+			want := uint32(0)
+			switch a.Mode & syscall.S_IFMT {
+			case syscall.S_IFDIR:
+				want = accessRead | accessExec
+			case syscall.S_IFREG:
+				want = accessRead
+			case syscall.S_IFCHR, syscall.S_IFBLK:
+				if !c.can(unix.CAP_MKNOD) {
+					return syscall.EPERM // as mknod(2) answers
 				}
+			}
+			if check && want != 0 {
 				if st := fs.permitsAttr(a, c, want); !st.Ok() {
 					return syscall.Errno(st)
 				}
-				return nil
 			}
-		}
+			return nil
+		},
+	}
+	if !c.can(unix.CAP_SYS_ADMIN) {
+		opt.SkipXattr = privilegedXattr
 	}
 	fs.flushAllMapped()
 	_, err = fs.fsys.CloneTreeIno(srcIno, dst, name, opt)
@@ -404,6 +420,38 @@ func (fs *fileSystem) cloneTree(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf 
 	}
 	fs.invalidate(dst, false)
 	return fs.status(err)
+}
+
+// copyAs returns the owner and permission bits (07777) that the copy of
+// src gets in a tree clone by c: those cp -a run by c gives it (coreutils
+// 9.1; TestIoctlCloneTreeLikeCp compares the two). newGid is the group
+// c's new files get in the destination.
+//   - Owner: with CAP_CHOWN the source's; else c's uid, and the source's
+//     group if c is in it, else newGid.
+//   - When the owner or group differs from the source's, the set-user-ID
+//     and set-group-ID bits are dropped, and so is the sticky bit of a
+//     non-directory (cp keeps a directory's).
+//   - Without CAP_FSETID, set-group-ID is dropped where c is not in the
+//     copy's group, as chmod(2) does.
+func copyAs(src reflinkfs.Attr, c creds, newGid uint32) (reflinkfs.Owner, uint32) {
+	own := reflinkfs.Owner{Uid: src.Uid, Gid: src.Gid}
+	if !c.can(unix.CAP_CHOWN) {
+		own.Uid = c.uid
+		if !c.inGroup(own.Gid) {
+			own.Gid = newGid
+		}
+	}
+	perm := src.Mode & 07777
+	if own.Uid != src.Uid || own.Gid != src.Gid {
+		perm &^= syscall.S_ISUID | syscall.S_ISGID
+		if src.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+			perm &^= syscall.S_ISVTX
+		}
+	}
+	if !c.can(unix.CAP_FSETID) && !c.inGroup(own.Gid) {
+		perm &^= syscall.S_ISGID
+	}
+	return own, perm
 }
 
 // flushAllMapped writes back dirty MAP_SHARED pages of every file open for
@@ -435,40 +483,30 @@ const (
 	accessExec  = 1
 )
 
-// creds is who made a request: uid, primary gid and supplementary groups.
+// creds is who made a request: uid, primary gid, supplementary groups and
+// the capabilities that count on this mount (caller.go).
 type creds struct {
 	uid, gid uint32
 	groups   map[uint32]bool // supplementary groups; nil when unknown
+	caps     capSet
 }
 
-func (c creds) root() bool { return c.uid == 0 }
+func (c creds) can(capability int) bool { return c.caps.has(capability) }
 
 func (c creds) inGroup(gid uint32) bool { return c.gid == gid || c.groups[gid] }
 
-// callerCreds reads the caller's supplementary groups once (a request
-// carries only the primary group). Unknown groups count as none, which
-// can only refuse more.
+// overrides reports whether c's capabilities grant want whatever the mode,
+// as the kernel's generic_permission does: CAP_DAC_OVERRIDE anything asked
+// here, CAP_DAC_READ_SEARCH reading and searching.
+func (c creds) overrides(want uint32) bool {
+	return c.can(unix.CAP_DAC_OVERRIDE) || want&accessWrite == 0 && c.can(unix.CAP_DAC_READ_SEARCH)
+}
+
+// callerCreds reads the caller's supplementary groups and capabilities
+// once (a request carries only uid and primary gid).
 func callerCreds(caller *fuse.Caller) creds {
-	c := creds{uid: caller.Uid, gid: caller.Gid}
-	if caller.Pid == 0 || c.root() {
-		return c
-	}
-	status, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(caller.Pid), 10) + "/status")
-	if err != nil {
-		return c
-	}
-	for line := range strings.Lines(string(status)) {
-		if list, ok := strings.CutPrefix(line, "Groups:"); ok {
-			c.groups = map[uint32]bool{}
-			for _, g := range strings.Fields(list) {
-				if n, err := strconv.ParseUint(g, 10, 32); err == nil {
-					c.groups[uint32(n)] = true
-				}
-			}
-			break
-		}
-	}
-	return c
+	s := readCaller(caller.Pid)
+	return creds{uid: caller.Uid, gid: caller.Gid, groups: s.groups, caps: s.caps}
 }
 
 // permits checks that c may access inode ino as want asks.
@@ -480,11 +518,11 @@ func (fs *fileSystem) permits(ino uint64, c creds, want uint32) fuse.Status {
 	return fs.permitsAttr(a, c, want)
 }
 
-// permitsAttr checks access as the kernel's generic_permission does
-// without capabilities: the access ACL if the mount enforces ACLs and the
-// inode has one, else the mode bits. Root may do anything.
+// permitsAttr checks access as the kernel's generic_permission does: the
+// caller's capabilities, then the access ACL if the mount enforces ACLs and
+// the inode has one, else the mode bits.
 func (fs *fileSystem) permitsAttr(a reflinkfs.Attr, c creds, want uint32) fuse.Status {
-	if c.root() {
+	if c.overrides(want) {
 		return fuse.OK
 	}
 	if fs.acl {

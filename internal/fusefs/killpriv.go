@@ -29,8 +29,10 @@ import (
 //     protocol text only mentions the first rule).
 //
 // Requests that carry no flag (fallocate, copy_file_range, our clone ioctls)
-// clear set-ID bits unless the caller is root: CAP_FSETID is not visible to
-// a FUSE server, and uid 0 is what holds it in practice.
+// clear set-ID bits unless the caller is root: the request does not carry
+// CAP_FSETID, uid 0 is what holds it in practice, and reading the caller's
+// capabilities from /proc (caller.go, as the tree clone does) would cost
+// every such request a file read.
 
 const capabilityXattr = "security.capability"
 

@@ -32,7 +32,8 @@ var ErrClosed = errors.New("kv: store closed or transaction finished")
 // PebbleOptions configures OpenPebble.
 type PebbleOptions struct {
 	// FS is the filesystem pebble works in; nil means the real disk
-	// (vfs.Default). Tests use vfs.NewMem() or vfs.NewStrictMem().
+	// (vfs.Default), with owner-only modes (private.go). Tests use
+	// vfs.NewMem() or vfs.NewStrictMem().
 	FS vfs.FS
 	// ReadOnly opens without writing anything; Commit fails. A read-only open
 	// never creates a store.
@@ -54,7 +55,7 @@ type PebbleOptions struct {
 func OpenPebble(dir string, opt PebbleOptions) (Store, error) {
 	fs := opt.FS
 	if fs == nil {
-		fs = vfs.Default
+		fs = privateFS{vfs.Default}
 	}
 	logger := opt.Logger
 	if logger == nil {
