@@ -270,6 +270,8 @@ func TestExitCodes(t *testing.T) {
 		args []string
 		code int
 	}{
+		{nil, exitUsage}, // no command: nothing to do
+		{[]string{"fiemap", dir}, exitFailure},
 		{[]string{"version"}, exitOK},
 		{[]string{"mount", "--help"}, exitOK},
 		{[]string{"--help"}, exitOK},
@@ -292,6 +294,9 @@ func TestExitCodes(t *testing.T) {
 		code := run(tc.args, &stdout, &stderr)
 		if code != tc.code {
 			t.Errorf("reflinkfs %q: exit %d, want %d (stderr %q)", tc.args, code, tc.code, stderr.String())
+		}
+		if len(tc.args) == 2 && tc.args[0] == "fiemap" && tc.args[1] == dir && !strings.Contains(stderr.String(), dir+": is a directory") {
+			t.Errorf("reflinkfs fiemap DIR: stderr %q; want it to say it is a directory", stderr.String())
 		}
 		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 		switch {
