@@ -118,14 +118,24 @@ func TestParseMountOptions(t *testing.T) {
 		t.Errorf("noexec,suid,nodev: flags %q, warnings %q, err %v", o.VFSFlags, o.Warnings, err)
 	}
 
+	// What mount(8) passes for `mount -o remount,ro MOUNTPOINT`: the
+	// mount's options from /proc/self/mountinfo, then the user's.
+	o = mountOptions{}
+	if err := parseMountOptions([]string{"ro,nosuid,nodev,relatime,remount,user_id=0,group_id=0,default_permissions,allow_other,max_read=1048576"}, &o); err != nil ||
+		!o.Remount || !o.ReadOnly || strings.Join(o.VFSFlags, ",") != "nosuid,nodev" {
+		t.Errorf("mount(8)'s remount options: %+v, err %v", o, err)
+	}
+
 	bad := map[string]string{
-		"size=lots":       "mount option size=lots: not a size",
-		"cache_size=200%": "mount option cache_size=200%: percentage",
-		"frobnicate":      `unknown mount option "frobnicate"`,
-		"size":            `unknown mount option "size"`,
-		"fsname=":         "empty name",
-		"subtype=a,b":     "", // "a" ok, then unknown option "b"
-		"subtype=a/b":     "subtype may not contain",
+		"user_id=0":          "user_id=0: set by reflinkfs itself (accepted only with remount",
+		"remount,max_read=x": "max_read=x: not a number",
+		"size=lots":          "mount option size=lots: not a size",
+		"cache_size=200%":    "mount option cache_size=200%: percentage",
+		"frobnicate":         `unknown mount option "frobnicate"`,
+		"size":               `unknown mount option "size"`,
+		"fsname=":            "empty name",
+		"subtype=a,b":        "", // "a" ok, then unknown option "b"
+		"subtype=a/b":        "subtype may not contain",
 	}
 	for in, want := range bad {
 		var o mountOptions

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -21,7 +22,15 @@ type mountOptions struct {
 	Remount bool
 	// Warnings name options that were accepted but cannot take effect.
 	Warnings []string
+	// kernelSet are the FUSE options the daemon gives the kernel itself
+	// (user_id=, group_id=, ...), as given; only remount accepts them.
+	kernelSet []string
 }
+
+// kernelSetOptions are FUSE kernel options the daemon chooses itself. They
+// show in /proc/mounts, so mount(8) passes them back on `mount -o remount`;
+// there they change nothing (the kernel cannot change them on a live mount).
+var kernelSetOptions = map[string]bool{"user_id": true, "group_id": true, "max_read": true, "rootmode": true, "blksize": true}
 
 // vfsFlags are the mount(2) flags the FUSE frontend applies; the mount is
 // nosuid,nodev,exec unless they say otherwise.
@@ -47,6 +56,9 @@ func parseMountOptions(lists []string, o *mountOptions) error {
 			}
 		}
 	}
+	if len(o.kernelSet) > 0 && !o.Remount {
+		return usagef("mount option %s: set by reflinkfs itself (accepted only with remount, where mount(8) passes it back)", o.kernelSet[0])
+	}
 	return nil
 }
 
@@ -67,6 +79,11 @@ func applyMountOption(opt string, o *mountOptions) error {
 		o.Remount = true
 	case vfsFlags[opt]:
 		o.VFSFlags = append(o.VFSFlags, opt)
+	case hasValue && kernelSetOptions[name]:
+		if _, err := strconv.ParseUint(value, 10, 32); err != nil {
+			return usagef("mount option %s: not a number", opt)
+		}
+		o.kernelSet = append(o.kernelSet, opt)
 	case hasValue && name == "size":
 		n, err := parseSize(value)
 		if err != nil {

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/reflinkfs/reflinkfs/internal/testenv"
+)
+
+var (
+	builtBinOnce sync.Once
+	builtBin     string
+	builtBinErr  error
+)
+
+// testBinary builds the reflinkfs binary once per test process.
+func testBinary(t *testing.T) string {
+	t.Helper()
+	builtBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "reflinkfs-bin-")
+		if err != nil {
+			builtBinErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "reflinkfs")
+		if out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput(); err != nil {
+			builtBinErr = err
+			builtBin = string(out)
+		}
+	})
+	if builtBinErr != nil {
+		t.Fatalf("go build: %v\n%s", builtBinErr, builtBin)
+	}
+	return builtBin
+}
+
+// mountForTest mounts a new image with -d and unmounts it at cleanup.
+func mountForTest(t *testing.T, bin string, args ...string) (img, mp string) {
+	t.Helper()
+	dir := t.TempDir()
+	img, mp = filepath.Join(dir, "img"), filepath.Join(dir, "mnt")
+	mustRun(t, bin, append(append([]string{"mount", "-d", "--size", "1G", "--cache-size", "64M"}, args...), img, mp)...)
+	t.Cleanup(func() {
+		if _, ok := mountedAt(t, mp); ok {
+			runBin(t, bin, "umount", "--lazy", "--timeout", "30s", mp)
+		}
+	})
+	return img, mp
+}
+
+// TestRemountShortForm runs the real mount(8) with the short form
+// `mount -o remount,ro MOUNTPOINT`, which calls the installed helper with
+// the mount's options from /proc/self/mountinfo (user_id=, group_id=,
+// max_read=, ...) followed by the user's. The helper is installed in a
+// private mount namespace (a tmpfs over /sbin), so the host's /sbin is
+// untouched; the remount is checked there, where it takes effect.
+func TestRemountShortForm(t *testing.T) {
+	testenv.RequireFUSE(t)
+	for _, tool := range []string{"unshare", "mount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s (util-linux) not found: %v", tool, err)
+		}
+	}
+	bin := testBinary(t)
+	_, mp := mountForTest(t, bin)
+	sbin, err := filepath.EvalSymlinks("/sbin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := `set -u
+mount -t tmpfs reflinkfs-test "$SBIN" || exit 100
+ln -s "$BIN" "$SBIN/mount.fuse.reflinkfs" || exit 101
+ro() { grep -q " $MP [^ ]*\bro\b" /proc/self/mountinfo && echo ro || echo rw; }
+try() { (echo x > "$MP/$1") 2>/dev/null && echo wrote || echo refused; }
+mount -o remount,ro "$MP" 2>&1 && echo "after remount,ro: $(ro) $(try a)"
+mount -o remount,rw "$MP" 2>&1 && echo "after remount,rw: $(ro) $(try b)"
+`
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+	cmd.Env = append(os.Environ(), "SBIN="+sbin, "BIN="+bin, "MP="+mp)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("unshare: %v\n%s", err, out)
+	}
+	for _, want := range []string{"after remount,ro: ro refused", "after remount,rw: rw wrote"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("mount(8) output lacks %q:\n%s", want, out)
+		}
+	}
+}
