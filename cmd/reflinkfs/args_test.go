@@ -204,6 +204,7 @@ func TestResolveMountConfig(t *testing.T) {
 		{flagsFor("/i", "/m", []string{"cache_size=lots"}, nil), "mount option cache_size=lots: not a size"},
 		{flagsFor("/i", "/i/m", nil, nil), "mount point /i/m: inside the image directory /i"},
 		{flagsFor("/i", "/i", nil, nil), "inside the image directory"},
+		{flagsFor("/m/img", "/m", nil, nil), "image /m/img: inside the mount point /m"},
 		{flagsFor("/i", "/m", nil, map[string]string{"subtype": "a b"}), `--subtype "a b"`},
 		{flagsFor("/i", "/m", nil, map[string]string{"fsname": ""}), "--fsname: empty name"},
 	}

@@ -91,3 +91,75 @@ mount -o remount,rw "$MP" 2>&1 && echo "after remount,rw: $(ro) $(try b)"
 		}
 	}
 }
+
+// TestMkfsAllOrNothing: a mkfs that fails half way (here the data file
+// exceeds the file size limit) leaves nothing behind, so a retry works.
+func TestMkfsAllOrNothing(t *testing.T) {
+	bin := testBinary(t)
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, img string }{
+		{"new directory", filepath.Join(dir, "img")},
+		{"existing empty directory", t.TempDir()},
+	} {
+		_, existed := os.Stat(tc.img)
+		limited := runBin(t, "sh", "-c", `ulimit -f 2048; exec "$0" "$@"`, bin, "mkfs", "--size", "1G", tc.img)
+		if limited.code != exitFailure || !strings.Contains(limited.stderr, "too large") {
+			t.Fatalf("%s: mkfs beyond the file size limit: exit %d, %q; want exit 1, file too large", tc.name, limited.code, limited.stderr)
+		}
+		ents, err := os.ReadDir(tc.img)
+		switch {
+		case existed != nil && !os.IsNotExist(err):
+			t.Errorf("%s: failed mkfs left %s behind (%d entries, %v)", tc.name, tc.img, len(ents), err)
+		case existed == nil && (err != nil || len(ents) != 0):
+			t.Errorf("%s: failed mkfs left %d entries in %s (%v)", tc.name, len(ents), tc.img, err)
+		}
+		mustRun(t, bin, "mkfs", "--size", "1G", tc.img)
+		mustRun(t, bin, "fsck", tc.img)
+	}
+}
+
+// TestNewImageParentMustExist: a mistyped image path is refused instead of
+// growing a directory tree.
+func TestNewImageParentMustExist(t *testing.T) {
+	bin := testBinary(t)
+	dir := t.TempDir()
+	img, mp := filepath.Join(dir, "no", "such", "img"), filepath.Join(dir, "mnt")
+	for _, args := range [][]string{
+		{"mkfs", "--size", "1G", img},
+		{"mount", "-d", "--cache-size", "64M", img, mp},
+		{"mount", "--cache-size", "64M", img, mp},
+	} {
+		r := runBin(t, bin, args...)
+		want := "image " + img + ": directory " + filepath.Join(dir, "no", "such") + " does not exist"
+		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+		if r.code != exitFailure || !strings.HasPrefix(lines[len(lines)-1], "reflinkfs: "+want) {
+			t.Errorf("%q: exit %d, stderr %q; want exit 1 and a last line saying %q", args, r.code, r.stderr, want)
+		}
+		if exists(filepath.Join(dir, "no")) || exists(mp) {
+			t.Errorf("%q created directories", args)
+		}
+	}
+}
+
+// TestMountOverNonEmptyDirectoryWarns: allowed, as libfuse allows it, with
+// a warning that the files there are hidden.
+func TestMountOverNonEmptyDirectoryWarns(t *testing.T) {
+	testenv.RequireFUSE(t)
+	bin := testBinary(t)
+	dir := t.TempDir()
+	img, mp := filepath.Join(dir, "img"), filepath.Join(dir, "mnt")
+	os.Mkdir(mp, 0o755)
+	os.WriteFile(filepath.Join(mp, "hidden"), []byte("x"), 0o644)
+	r := runBin(t, bin, "mount", "-d", "--size", "1G", "--cache-size", "64M", img, mp)
+	t.Cleanup(func() { runBin(t, bin, "umount", "--lazy", mp) })
+	if r.code != exitOK || !strings.Contains(r.stderr, "warning: mount point "+mp+" is not empty") {
+		t.Fatalf("mount over a non-empty directory: exit %d, stderr %q; want exit 0 and a warning", r.code, r.stderr)
+	}
+	if _, ok := mountedAt(t, mp); !ok {
+		t.Fatal("not mounted")
+	}
+	mustRun(t, bin, "umount", mp)
+	if !exists(filepath.Join(mp, "hidden")) {
+		t.Error("the mount point's own file is gone after umount")
+	}
+}

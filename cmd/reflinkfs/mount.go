@@ -176,6 +176,14 @@ func resolveMountConfig(f *mountFlags) (mountConfig, error) {
 	if cfg.Image == cfg.MountPoint || strings.HasPrefix(cfg.MountPoint, cfg.Image+"/") {
 		return cfg, usagef("mount point %s: inside the image directory %s", cfg.MountPoint, cfg.Image)
 	}
+	if strings.HasPrefix(cfg.Image, cfg.MountPoint+"/") {
+		// The mount would hide the image from everyone but the daemon.
+		return cfg, usagef("image %s: inside the mount point %s", cfg.Image, cfg.MountPoint)
+	}
+	if !opts.Remount && dirHasEntries(cfg.MountPoint) {
+		// As libfuse: allowed, but the files there are hidden while mounted.
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("mount point %s is not empty: its files are hidden while the image is mounted", cfg.MountPoint))
+	}
 
 	cfg.FsName = cfg.Image
 	if f.changed("fsname") {
@@ -196,6 +204,32 @@ func resolveMountConfig(f *mountFlags) (mountConfig, error) {
 		cfg.Subtype = opts.Subtype
 	}
 	return cfg, nil
+}
+
+// dirHasEntries reports whether dir is a directory with at least one entry.
+func dirHasEntries(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(1)
+	return len(names) > 0
+}
+
+// createImage creates a new image in dir, whose parent directory must exist:
+// a mistyped path should not silently grow a directory tree.
+func createImage(dir string, opt reflinkfs.Options) (*reflinkfs.FS, error) {
+	parent := filepath.Dir(dir)
+	if fi, err := os.Stat(parent); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("image %s: directory %s does not exist (create it first)", dir, parent)
+		}
+		return nil, fmt.Errorf("image %s: %w", dir, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("image %s: %s is not a directory", dir, parent)
+	}
+	return reflinkfs.Create(dir, opt)
 }
 
 // freshImage reports whether dir has no image yet: missing or empty.
@@ -249,7 +283,7 @@ func openImage(cfg mountConfig, log *slog.Logger) (*reflinkfs.FS, error) {
 			return nil, fmt.Errorf("image %s: does not exist (cannot create it read-only)", cfg.Image)
 		}
 		log.Info("creating image", "image", cfg.Image, "size", formatBytes(cfg.Size))
-		return reflinkfs.Create(cfg.Image, opt)
+		return createImage(cfg.Image, opt)
 	}
 	if cfg.SizeGiven {
 		log.Warn("image exists; size ignored", "image", cfg.Image)
@@ -402,7 +436,7 @@ func startDaemon(cfg mountConfig) (err error) {
 		if cfg.ReadOnly {
 			return fmt.Errorf("image %s: does not exist (cannot create it read-only)", cfg.Image)
 		}
-		fsys, err := reflinkfs.Create(cfg.Image, reflinkfs.Options{Size: cfg.Size})
+		fsys, err := createImage(cfg.Image, reflinkfs.Options{Size: cfg.Size})
 		if err != nil {
 			return err
 		}
