@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -161,5 +162,53 @@ func TestMountOverNonEmptyDirectoryWarns(t *testing.T) {
 	mustRun(t, bin, "umount", mp)
 	if !exists(filepath.Join(mp, "hidden")) {
 		t.Error("the mount point's own file is gone after umount")
+	}
+}
+
+// TestMountAfterPlainUmount: util-linux umount returns while the daemon is
+// still writing back; a mount of the same image right after must wait for
+// it (saying so) instead of failing with "in use".
+func TestMountAfterPlainUmount(t *testing.T) {
+	testenv.RequireFUSE(t)
+	bin := testBinary(t)
+	img, mp := mountForTest(t, bin, "--cache-size", "512M")
+	// Dirty data in the daemon's cache makes its write-back take a while.
+	data := bytes.Repeat([]byte("reflinkfs"), 256<<20/9)
+	if err := os.WriteFile(filepath.Join(mp, "big"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("umount", mp).CombinedOutput(); err != nil {
+		t.Fatalf("umount: %v\n%s", err, out)
+	}
+	r := runBin(t, bin, "mount", "-d", "--cache-size", "64M", img, mp)
+	if r.code != exitOK {
+		t.Fatalf("mount right after umount: exit %d, %q", r.code, r.stderr)
+	}
+	assertContent(t, filepath.Join(mp, "big"), data)
+	mustRun(t, bin, "umount", mp)
+}
+
+// TestSecondMountLeavesDaemonLogAlone: a mount of an image another daemon
+// serves fails in the command, without starting a daemon that would write
+// its error into the running daemon's log.
+func TestSecondMountLeavesDaemonLogAlone(t *testing.T) {
+	testenv.RequireFUSE(t)
+	bin := testBinary(t)
+	img, _ := mountForTest(t, bin)
+	logPath := filepath.Join(img, daemonLogName)
+	before, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runBin(t, bin, "mount", "-d", img, filepath.Join(t.TempDir(), "mnt2"))
+	if r.code != exitFailure || !strings.Contains(r.stderr, "in use by another process (pid ") {
+		t.Errorf("second mount: exit %d, %q; want exit 1 naming the pid that holds the image", r.code, r.stderr)
+	}
+	after, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Errorf("the failed mount wrote to the running daemon's log:\n%s", after[len(before):])
 	}
 }

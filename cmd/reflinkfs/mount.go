@@ -341,6 +341,9 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 			os.Remove(cfg.MountPoint) // only if still empty: nothing is lost
 		}
 	}()
+	if err := checkImageFree(cfg.Image, os.Stderr); err != nil {
+		return err
+	}
 	fsys, err := openImage(cfg, log)
 	if err != nil {
 		return err
@@ -426,6 +429,9 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 // startDaemon starts `reflinkfs mount` as a detached daemon and waits until
 // it reports the mount ready or fails.
 func startDaemon(cfg mountConfig) (err error) {
+	if err := checkImageFree(cfg.Image, os.Stderr); err != nil {
+		return err
+	}
 	// Create the image here, so errors are reported directly and the log
 	// file can live in the image directory (Create wants an empty one).
 	fresh, err := freshImage(cfg.Image)
