@@ -407,23 +407,51 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 	notify.done(nil)
 	notify.f = nil
 
-	go func() {
-		for sig := range sigs {
-			log.Info("signal received; unmounting", "signal", sig.String())
-			if err := srv.Unmount(); err != nil {
-				// Busy (open files, a shell inside): detach now; the kernel
-				// ends the session when the last user goes, and Wait returns.
-				log.Warn("unmount failed; detaching (lazy unmount)", "err", err)
-				if err := unix.Unmount(cfg.MountPoint, unix.MNT_DETACH); err != nil {
-					log.Error("lazy unmount failed", "err", err)
-				}
-			}
-		}
-	}()
-	srv.Wait()
+	waitForUnmount(srv, cfg.MountPoint, sigs, log)
 	log.Info("unmounted; writing back cached data", "mountpoint", cfg.MountPoint)
 	stopServers()
 	return closeFS()
+}
+
+// waitForUnmount returns once the file system is unmounted: from outside
+// (umount), or here on a signal. Signals are handled in this goroutine, so
+// an unmount that a signal started has finished (its final Sync included)
+// before the caller closes the image.
+func waitForUnmount(srv *fusefs.Server, mountPoint string, sigs <-chan os.Signal, log *slog.Logger) {
+	served := make(chan struct{})
+	go func() {
+		srv.Wait()
+		close(served)
+	}()
+	detached := false
+	for {
+		select {
+		case <-served:
+			return
+		case sig := <-sigs:
+			if detached {
+				log.Info("signal received; already detached, waiting for open files to be closed", "signal", sig.String())
+				continue
+			}
+			log.Info("signal received; unmounting", "signal", sig.String())
+			err := srv.Unmount()
+			if err == nil {
+				continue // served is closed: the loop returns
+			}
+			select {
+			case <-served:
+				continue // unmounted from outside meanwhile: nothing to detach
+			default:
+			}
+			// Busy (open files, a shell inside): detach now; the kernel
+			// ends the session when the last user goes, and served closes.
+			log.Warn("unmount failed; detaching (lazy unmount)", "err", err)
+			if err := unix.Unmount(mountPoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+				log.Error("lazy unmount failed", "err", err)
+			}
+			detached = true
+		}
+	}
 }
 
 // startDaemon starts `reflinkfs mount` as a detached daemon and waits until
