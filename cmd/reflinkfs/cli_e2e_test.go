@@ -300,3 +300,42 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestRunScriptPutsReflinkfsOnPath: after scripts/run.sh the README's tour
+// calls plain `reflinkfs` (from inside the mount, too), so run.sh links it
+// into a directory on PATH (here a temporary one, through REFLINKFS_BINDIR).
+func TestRunScriptPutsReflinkfsOnPath(t *testing.T) {
+	testenv.RequireFUSE(t)
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, binDir := t.TempDir(), t.TempDir()
+	img, mp := filepath.Join(dir, "img"), filepath.Join(dir, "mnt")
+	cmd := exec.Command("sh", filepath.Join(repo, "scripts", "run.sh"), img, mp, "--size", "1G", "--cache-size", "64M")
+	cmd.Env = append(os.Environ(), "REFLINKFS_BINDIR="+binDir)
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, ok := mountedAt(t, mp); ok {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}
+	})
+	waitMounted(t, cmd, mp)
+	if target, err := os.Readlink(filepath.Join(binDir, "reflinkfs")); err != nil || target != filepath.Join(repo, "bin", "reflinkfs") {
+		t.Errorf("%s/reflinkfs -> %q (%v); want a symlink to %s/bin/reflinkfs\n%s", binDir, target, err, repo, stderr.String())
+	}
+	tour := exec.Command("sh", "-c", `cd "$1" && reflinkfs stats .`, "sh", mp)
+	tour.Env = append(os.Environ(), "PATH="+binDir+":/usr/bin:/bin")
+	if out, err := tour.CombinedOutput(); err != nil || !strings.Contains(string(out), "memory saved") {
+		t.Errorf("reflinkfs stats from the mount with run.sh's PATH entry: %v\n%s", err, out)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("run.sh after SIGTERM: %v (want exit 0)\n%s", err, stderr.String())
+	}
+}
