@@ -126,6 +126,12 @@ func TestParseMountOptions(t *testing.T) {
 		t.Errorf("mount(8)'s remount options: %+v, err %v", o, err)
 	}
 
+	// An empty subtype is allowed (the type is then "fuse" alone).
+	o = mountOptions{Subtype: "x"}
+	if err := parseMountOptions([]string{"subtype="}, &o); err != nil || o.Subtype != "" || !o.SubtypeGiven {
+		t.Errorf("subtype=: %+v, err %v", o, err)
+	}
+
 	bad := map[string]string{
 		"user_id=0":          "user_id=0: set by reflinkfs itself (accepted only with remount",
 		"remount,max_read=x": "max_read=x: not a number",
@@ -193,6 +199,15 @@ func TestResolveMountConfig(t *testing.T) {
 	}
 	if cfg.Size != 1<<30 || !cfg.SizeGiven || cfg.CacheBytes != 32<<20 || cfg.FsName != "flag" || cfg.Subtype != "s" {
 		t.Errorf("flags over options: %+v", cfg)
+	}
+
+	for _, f := range []*mountFlags{
+		flagsFor("/i", "/m", nil, map[string]string{"subtype": ""}),
+		flagsFor("/i", "/m", []string{"subtype="}, nil),
+	} {
+		if cfg, err := resolveMountConfig(f); err != nil || cfg.Subtype != "" {
+			t.Errorf("empty subtype: %q, %v; want \"\"", cfg.Subtype, err)
+		}
 	}
 
 	bad := []struct {

@@ -339,3 +339,42 @@ func TestRunScriptPutsReflinkfsOnPath(t *testing.T) {
 		t.Errorf("run.sh after SIGTERM: %v (want exit 0)\n%s", err, stderr.String())
 	}
 }
+
+// TestEmptySubtype: --subtype "" (or -o subtype=) mounts with the kernel
+// type "fuse" alone, as libfuse allows; stats and umount still find the
+// daemon, and a foreground mount still stops on SIGTERM.
+func TestEmptySubtype(t *testing.T) {
+	testenv.RequireFUSE(t)
+	bin := testBinary(t)
+	img, mp := mountForTest(t, bin, "--subtype", "")
+	if m, ok := mountedAt(t, mp); !ok || m.FsType != "fuse" || m.Source != img {
+		t.Fatalf("mountinfo entry %+v (found %v); want type fuse from %s", m, ok, img)
+	}
+	want := []byte("plain fuse\n")
+	if err := os.WriteFile(filepath.Join(mp, "a"), want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := statsJSON(t, bin, mp); r.Inodes < 2 {
+		t.Errorf("stats: %d inodes", r.Inodes)
+	}
+	mustRun(t, bin, "umount", mp)
+
+	cmd := exec.Command(bin, "mount", "-o", "subtype=", "--cache-size", "64M", img, mp)
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitMounted(t, cmd, mp)
+	if m, _ := mountedAt(t, mp); m.FsType != "fuse" {
+		t.Errorf("-o subtype=: type %q, want fuse", m.FsType)
+	}
+	assertContent(t, filepath.Join(mp, "a"), want)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("foreground mount after SIGTERM: %v\n%s", err, stderr.String())
+	}
+	if _, ok := mountedAt(t, mp); ok {
+		t.Error("still mounted after SIGTERM")
+	}
+}

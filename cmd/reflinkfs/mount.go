@@ -200,7 +200,7 @@ func resolveMountConfig(f *mountFlags) (mountConfig, error) {
 			return cfg, usagef("--subtype %q: %v", f.subtype, err)
 		}
 		cfg.Subtype = f.subtype
-	} else if opts.Subtype != "" {
+	} else if opts.SubtypeGiven {
 		cfg.Subtype = opts.Subtype
 	}
 	return cfg, nil
@@ -386,6 +386,7 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 	srv, err := fusefs.Mount(fsys, cfg.MountPoint, fusefs.Options{
 		FsName:             cfg.FsName,
 		Subtype:            cfg.Subtype,
+		NoSubtype:          cfg.Subtype == "",
 		AllowOther:         true,
 		DefaultPermissions: true,
 		ReadOnly:           cfg.ReadOnly,

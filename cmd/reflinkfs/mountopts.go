@@ -14,6 +14,8 @@ type mountOptions struct {
 	CacheSize string // cache_size=: as --cache-size; "" if not given
 	FsName    string // fsname=: the mount's source; default the image path
 	Subtype   string // subtype=: type shown as fuse.SUBTYPE; default reflinkfs
+	// SubtypeGiven tells an empty subtype= (type "fuse" alone) from none.
+	SubtypeGiven bool
 	// VFSFlags are suid/nosuid, dev/nodev, exec/noexec in the order given
 	// (the last of a pair wins); they become mount(2) flags.
 	VFSFlags []string
@@ -104,7 +106,7 @@ func applyMountOption(opt string, o *mountOptions) error {
 		if err := checkSubtype(value); err != nil {
 			return usagef("mount option subtype=%s: %v", value, err)
 		}
-		o.Subtype = value
+		o.Subtype, o.SubtypeGiven = value, true
 	default:
 		return usagef("unknown mount option %q", opt)
 	}
@@ -112,11 +114,9 @@ func applyMountOption(opt string, o *mountOptions) error {
 }
 
 // checkSubtype rejects names that would break the "fuse.SUBTYPE" file system
-// type in /proc/self/mountinfo.
+// type in /proc/self/mountinfo. An empty one is allowed, as libfuse allows
+// it: the type is then "fuse" alone.
 func checkSubtype(s string) error {
-	if s == "" {
-		return fmt.Errorf("empty subtype")
-	}
 	if strings.ContainsAny(s, " \t\n,=\\/") {
 		return fmt.Errorf("subtype may not contain spaces, commas, '=', '/' or '\\'")
 	}
