@@ -79,7 +79,7 @@ func checkImageFree(dir string, msg io.Writer) error {
 		}
 		return fmt.Errorf("image %s: in use by another process (pid %d)", dir, pid)
 	}
-	if pid < 0 || daemonServes(dir) {
+	if pid < 0 || !isMountDaemon(pid) || daemonServes(dir) {
 		return inUse()
 	}
 	pidfd, err := unix.PidfdOpen(pid, 0)
@@ -92,4 +92,15 @@ func checkImageFree(dir string, msg io.Writer) error {
 		return fmt.Errorf("image %s: the previous daemon (pid %d) %w", dir, pid, err)
 	}
 	return nil
+}
+
+// isMountDaemon reports whether pid runs `reflinkfs mount` (a daemon), not
+// fsck or a program using the library, which are not waited for.
+func isMountDaemon(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	return len(args) > 1 && args[1] == "mount"
 }
