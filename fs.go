@@ -176,6 +176,8 @@ func Create(dir string, opt Options) (*FS, error) {
 	if blocks < 256 {
 		return nil, pathErr("create", dir, fmt.Errorf("image size %d is below the minimum of 1 MiB: %w", opt.Size, syscall.EINVAL))
 	}
+	_, statErr := os.Stat(dir)
+	dirCreated := errors.Is(statErr, os.ErrNotExist)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -193,7 +195,18 @@ func Create(dir string, opt Options) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Create is all or nothing: a failure removes what it made (under the
+	// lock, so nobody else's files), and a retry finds the directory as it was.
+	undo := func() {
+		for _, name := range []string{formatFile, dataFile, metaDir, lockFile} {
+			os.RemoveAll(filepath.Join(dir, name))
+		}
+		if dirCreated {
+			os.Remove(dir)
+		}
+	}
 	fail := func(err error) (*FS, error) {
+		undo()
 		lk.Close()
 		return nil, pathErr("create", dir, err)
 	}
@@ -237,10 +250,10 @@ func Create(dir string, opt Options) (*FS, error) {
 		dev.Close()
 	}
 	store.Close()
-	lk.Close()
 	if err != nil {
-		return nil, pathErr("create", dir, err)
+		return fail(err)
 	}
+	lk.Close()
 	return Open(dir, opt)
 }
 

@@ -41,3 +41,19 @@ need() {
 			apt-get install -y --no-install-recommends $missing
 	} || die "apt-get install$missing failed"
 }
+
+# install_on_path BINARY DIR  makes DIR/NAME a symlink to BINARY, so the
+# README's commands find it; a file of that name that is not a symlink is
+# left alone (with a note).
+install_on_path() {
+	link=$2/$(basename "$1")
+	if [ -e "$link" ] && [ ! -L "$link" ]; then
+		echo "note: $link exists and is not a symlink; left alone (use $1)" >&2
+		return 0
+	fi
+	mkdir -p "$2" && ln -sfn "$1" "$link" || die "cannot link $link to $1"
+	case ":$PATH:" in
+	*":$2:"*) echo "reflinkfs is on PATH: $link -> $1" >&2 ;;
+	*) echo "$link -> $1 ($2 is not on PATH here; use $1)" >&2 ;;
+	esac
+}

@@ -5,7 +5,9 @@
 #
 # Defaults: IMAGE /var/tmp/reflinkfs.img, MOUNTPOINT /mnt/reflinkfs. Needs
 # root (the mount is made directly, without fusermount). Ctrl-C unmounts,
-# writes everything back and exits.
+# writes everything back and exits. 'reflinkfs' is put on PATH as a symlink
+# to ./bin/reflinkfs in $REFLINKFS_BINDIR (default /usr/local/bin), unless a
+# file that is not a symlink already has that name.
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -25,6 +27,7 @@ fi
 
 echo "building ./bin/reflinkfs" >&2
 go build -o bin/reflinkfs ./cmd/reflinkfs
+install_on_path "$PWD/bin/reflinkfs" "${REFLINKFS_BINDIR:-/usr/local/bin}"
 
 if mountpoint -q "$MOUNTPOINT" 2>/dev/null; then
 	die "$MOUNTPOINT is already mounted (./bin/reflinkfs umount $MOUNTPOINT)"
@@ -34,6 +37,6 @@ if [ -d "$IMAGE" ] && [ -n "$(ls -A "$IMAGE" 2>/dev/null)" ]; then
 else
 	echo "creating image $IMAGE (sparse) and mounting it at $MOUNTPOINT" >&2
 fi
-echo "stop with Ctrl-C here, or from another shell: ./bin/reflinkfs umount $MOUNTPOINT" >&2
-echo "statistics: ./bin/reflinkfs stats $MOUNTPOINT" >&2
+echo "stop with Ctrl-C here, or from another shell: reflinkfs umount $MOUNTPOINT" >&2
+echo "statistics: reflinkfs stats $MOUNTPOINT" >&2
 exec ./bin/reflinkfs mount "$@" "$IMAGE" "$MOUNTPOINT"

@@ -118,14 +118,30 @@ func TestParseMountOptions(t *testing.T) {
 		t.Errorf("noexec,suid,nodev: flags %q, warnings %q, err %v", o.VFSFlags, o.Warnings, err)
 	}
 
+	// What mount(8) passes for `mount -o remount,ro MOUNTPOINT`: the
+	// mount's options from /proc/self/mountinfo, then the user's.
+	o = mountOptions{}
+	if err := parseMountOptions([]string{"ro,nosuid,nodev,relatime,remount,user_id=0,group_id=0,default_permissions,allow_other,max_read=1048576"}, &o); err != nil ||
+		!o.Remount || !o.ReadOnly || strings.Join(o.VFSFlags, ",") != "nosuid,nodev" {
+		t.Errorf("mount(8)'s remount options: %+v, err %v", o, err)
+	}
+
+	// An empty subtype is allowed (the type is then "fuse" alone).
+	o = mountOptions{Subtype: "x"}
+	if err := parseMountOptions([]string{"subtype="}, &o); err != nil || o.Subtype != "" || !o.SubtypeGiven {
+		t.Errorf("subtype=: %+v, err %v", o, err)
+	}
+
 	bad := map[string]string{
-		"size=lots":       "mount option size=lots: not a size",
-		"cache_size=200%": "mount option cache_size=200%: percentage",
-		"frobnicate":      `unknown mount option "frobnicate"`,
-		"size":            `unknown mount option "size"`,
-		"fsname=":         "empty name",
-		"subtype=a,b":     "", // "a" ok, then unknown option "b"
-		"subtype=a/b":     "subtype may not contain",
+		"user_id=0":          "user_id=0: set by reflinkfs itself (accepted only with remount",
+		"remount,max_read=x": "max_read=x: not a number",
+		"size=lots":          "mount option size=lots: not a size",
+		"cache_size=200%":    "mount option cache_size=200%: percentage",
+		"frobnicate":         `unknown mount option "frobnicate"`,
+		"size":               `unknown mount option "size"`,
+		"fsname=":            "empty name",
+		"subtype=a,b":        "", // "a" ok, then unknown option "b"
+		"subtype=a/b":        "subtype may not contain",
 	}
 	for in, want := range bad {
 		var o mountOptions
@@ -185,6 +201,15 @@ func TestResolveMountConfig(t *testing.T) {
 		t.Errorf("flags over options: %+v", cfg)
 	}
 
+	for _, f := range []*mountFlags{
+		flagsFor("/i", "/m", nil, map[string]string{"subtype": ""}),
+		flagsFor("/i", "/m", []string{"subtype="}, nil),
+	} {
+		if cfg, err := resolveMountConfig(f); err != nil || cfg.Subtype != "" {
+			t.Errorf("empty subtype: %q, %v; want \"\"", cfg.Subtype, err)
+		}
+	}
+
 	bad := []struct {
 		f    *mountFlags
 		want string
@@ -194,6 +219,7 @@ func TestResolveMountConfig(t *testing.T) {
 		{flagsFor("/i", "/m", []string{"cache_size=lots"}, nil), "mount option cache_size=lots: not a size"},
 		{flagsFor("/i", "/i/m", nil, nil), "mount point /i/m: inside the image directory /i"},
 		{flagsFor("/i", "/i", nil, nil), "inside the image directory"},
+		{flagsFor("/m/img", "/m", nil, nil), "image /m/img: inside the mount point /m"},
 		{flagsFor("/i", "/m", nil, map[string]string{"subtype": "a b"}), `--subtype "a b"`},
 		{flagsFor("/i", "/m", nil, map[string]string{"fsname": ""}), "--fsname: empty name"},
 	}
@@ -270,6 +296,8 @@ func TestExitCodes(t *testing.T) {
 		args []string
 		code int
 	}{
+		{nil, exitUsage}, // no command: nothing to do
+		{[]string{"fiemap", dir}, exitFailure},
 		{[]string{"version"}, exitOK},
 		{[]string{"mount", "--help"}, exitOK},
 		{[]string{"--help"}, exitOK},
@@ -292,6 +320,9 @@ func TestExitCodes(t *testing.T) {
 		code := run(tc.args, &stdout, &stderr)
 		if code != tc.code {
 			t.Errorf("reflinkfs %q: exit %d, want %d (stderr %q)", tc.args, code, tc.code, stderr.String())
+		}
+		if len(tc.args) == 2 && tc.args[0] == "fiemap" && tc.args[1] == dir && !strings.Contains(stderr.String(), dir+": is a directory") {
+			t.Errorf("reflinkfs fiemap DIR: stderr %q; want it to say it is a directory", stderr.String())
 		}
 		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 		switch {

@@ -324,6 +324,11 @@ whether its blocks are shared with another file or clone (SHARED), and flags
 				return fmt.Errorf("%s: %w", args[0], unwrapPathError(err))
 			}
 			defer f.Close()
+			if fi, err := f.Stat(); err != nil {
+				return fmt.Errorf("%s: %w", args[0], unwrapPathError(err))
+			} else if !fi.Mode().IsRegular() {
+				return fmt.Errorf("%s: is %s; fiemap maps the data of a regular file", args[0], fileKind(fi.Mode()))
+			}
 			exts, err := ioctl.Fiemap(f)
 			if err != nil {
 				return explainIoctlError(err)
@@ -384,4 +389,19 @@ shared bytes.`,
 			return nil
 		},
 	}
+}
+
+// fileKind names a file type for messages: "a directory", "a symlink", ...
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a fifo"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "a special file"
 }

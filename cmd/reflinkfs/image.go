@@ -41,7 +41,7 @@ The data file is sparse: it takes host space only for blocks written.
 			if !fresh {
 				return fmt.Errorf("image %s: directory is not empty (refusing to overwrite)", dir)
 			}
-			fsys, err := reflinkfs.Create(dir, reflinkfs.Options{Size: n})
+			fsys, err := createImage(dir, reflinkfs.Options{Size: n})
 			if err != nil {
 				return err
 			}

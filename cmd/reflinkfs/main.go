@@ -82,6 +82,11 @@ Exit status: 0 success, 1 error (fsck: errors repaired), 2 usage error,
   reflinkfs umount /mnt/reflinkfs`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		// Without a command there is nothing to do: a usage error (exit 2),
+		// not help with exit 0, so scripts notice.
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return usagef("missing command (mount, umount, mkfs, fsck, stats, clone, ...)")
+		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.CompletionOptions.HiddenDefaultCmd = true

@@ -181,6 +181,14 @@ func resolveMountConfig(f *mountFlags) (mountConfig, error) {
 	if cfg.Image == cfg.MountPoint || strings.HasPrefix(cfg.MountPoint, cfg.Image+"/") {
 		return cfg, usagef("mount point %s: inside the image directory %s", cfg.MountPoint, cfg.Image)
 	}
+	if strings.HasPrefix(cfg.Image, cfg.MountPoint+"/") {
+		// The mount would hide the image from everyone but the daemon.
+		return cfg, usagef("image %s: inside the mount point %s", cfg.Image, cfg.MountPoint)
+	}
+	if !opts.Remount && dirHasEntries(cfg.MountPoint) {
+		// As libfuse: allowed, but the files there are hidden while mounted.
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("mount point %s is not empty: its files are hidden while the image is mounted", cfg.MountPoint))
+	}
 
 	cfg.FsName = cfg.Image
 	if f.changed("fsname") {
@@ -197,10 +205,36 @@ func resolveMountConfig(f *mountFlags) (mountConfig, error) {
 			return cfg, usagef("--subtype %q: %v", f.subtype, err)
 		}
 		cfg.Subtype = f.subtype
-	} else if opts.Subtype != "" {
+	} else if opts.SubtypeGiven {
 		cfg.Subtype = opts.Subtype
 	}
 	return cfg, nil
+}
+
+// dirHasEntries reports whether dir is a directory with at least one entry.
+func dirHasEntries(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(1)
+	return len(names) > 0
+}
+
+// createImage creates a new image in dir, whose parent directory must exist:
+// a mistyped path should not silently grow a directory tree.
+func createImage(dir string, opt reflinkfs.Options) (*reflinkfs.FS, error) {
+	parent := filepath.Dir(dir)
+	if fi, err := os.Stat(parent); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("image %s: directory %s does not exist (create it first)", dir, parent)
+		}
+		return nil, fmt.Errorf("image %s: %w", dir, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("image %s: %s is not a directory", dir, parent)
+	}
+	return reflinkfs.Create(dir, opt)
 }
 
 // freshImage reports whether dir has no image yet: missing or empty.
@@ -254,7 +288,7 @@ func openImage(cfg mountConfig, log *slog.Logger) (*reflinkfs.FS, error) {
 			return nil, fmt.Errorf("image %s: does not exist (cannot create it read-only)", cfg.Image)
 		}
 		log.Info("creating image", "image", cfg.Image, "size", formatBytes(cfg.Size))
-		return reflinkfs.Create(cfg.Image, opt)
+		return createImage(cfg.Image, opt)
 	}
 	if cfg.SizeGiven {
 		log.Warn("image exists; size ignored", "image", cfg.Image)
@@ -312,6 +346,9 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 			os.Remove(cfg.MountPoint) // only if still empty: nothing is lost
 		}
 	}()
+	if err := checkImageFree(cfg.Image, os.Stderr); err != nil {
+		return err
+	}
 	fsys, err := openImage(cfg, log)
 	if err != nil {
 		return err
@@ -355,6 +392,7 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 	srv, err := fusefs.Mount(fsys, cfg.MountPoint, fusefs.Options{
 		FsName:             cfg.FsName,
 		Subtype:            cfg.Subtype,
+		NoSubtype:          cfg.Subtype == "",
 		AllowOther:         true,
 		DefaultPermissions: true,
 		ReadOnly:           cfg.ReadOnly,
@@ -378,28 +416,59 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 	notify.done(nil)
 	notify.f = nil
 
-	go func() {
-		for sig := range sigs {
-			log.Info("signal received; unmounting", "signal", sig.String())
-			if err := srv.Unmount(); err != nil {
-				// Busy (open files, a shell inside): detach now; the kernel
-				// ends the session when the last user goes, and Wait returns.
-				log.Warn("unmount failed; detaching (lazy unmount)", "err", err)
-				if err := unix.Unmount(cfg.MountPoint, unix.MNT_DETACH); err != nil {
-					log.Error("lazy unmount failed", "err", err)
-				}
-			}
-		}
-	}()
-	srv.Wait()
+	waitForUnmount(srv, cfg.MountPoint, sigs, log)
 	log.Info("unmounted; writing back cached data", "mountpoint", cfg.MountPoint)
 	stopServers()
 	return closeFS()
 }
 
+// waitForUnmount returns once the file system is unmounted: from outside
+// (umount), or here on a signal. Signals are handled in this goroutine, so
+// an unmount that a signal started has finished (its final Sync included)
+// before the caller closes the image.
+func waitForUnmount(srv *fusefs.Server, mountPoint string, sigs <-chan os.Signal, log *slog.Logger) {
+	served := make(chan struct{})
+	go func() {
+		srv.Wait()
+		close(served)
+	}()
+	detached := false
+	for {
+		select {
+		case <-served:
+			return
+		case sig := <-sigs:
+			if detached {
+				log.Info("signal received; already detached, waiting for open files to be closed", "signal", sig.String())
+				continue
+			}
+			log.Info("signal received; unmounting", "signal", sig.String())
+			err := srv.Unmount()
+			if err == nil {
+				continue // served is closed: the loop returns
+			}
+			select {
+			case <-served:
+				continue // unmounted from outside meanwhile: nothing to detach
+			default:
+			}
+			// Busy (open files, a shell inside): detach now; the kernel
+			// ends the session when the last user goes, and served closes.
+			log.Warn("unmount failed; detaching (lazy unmount)", "err", err)
+			if err := unix.Unmount(mountPoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+				log.Error("lazy unmount failed", "err", err)
+			}
+			detached = true
+		}
+	}
+}
+
 // startDaemon starts `reflinkfs mount` as a detached daemon and waits until
 // it reports the mount ready or fails.
 func startDaemon(cfg mountConfig) (err error) {
+	if err := checkImageFree(cfg.Image, os.Stderr); err != nil {
+		return err
+	}
 	// Create the image here, so errors are reported directly and the log
 	// file can live in the image directory (Create wants an empty one).
 	fresh, err := freshImage(cfg.Image)
@@ -410,7 +479,7 @@ func startDaemon(cfg mountConfig) (err error) {
 		if cfg.ReadOnly {
 			return fmt.Errorf("image %s: does not exist (cannot create it read-only)", cfg.Image)
 		}
-		fsys, err := reflinkfs.Create(cfg.Image, reflinkfs.Options{Size: cfg.Size})
+		fsys, err := createImage(cfg.Image, reflinkfs.Options{Size: cfg.Size})
 		if err != nil {
 			return err
 		}

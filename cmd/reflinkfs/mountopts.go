@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/reflinkfs/reflinkfs/internal/fusefs"
@@ -15,6 +16,8 @@ type mountOptions struct {
 	CacheSize string // cache_size=: as --cache-size; "" if not given
 	FsName    string // fsname=: the mount's source; default the image path
 	Subtype   string // subtype=: type shown as fuse.SUBTYPE; default reflinkfs
+	// SubtypeGiven tells an empty subtype= (type "fuse" alone) from none.
+	SubtypeGiven bool
 	// VFSFlags are suid/nosuid, dev/nodev, exec/noexec in the order given
 	// (the last of a pair wins); they become mount(2) flags.
 	VFSFlags []string
@@ -26,7 +29,15 @@ type mountOptions struct {
 	Remount bool
 	// Warnings name options that were accepted but cannot take effect.
 	Warnings []string
+	// kernelSet are the FUSE options the daemon gives the kernel itself
+	// (user_id=, group_id=, ...), as given; only remount accepts them.
+	kernelSet []string
 }
+
+// kernelSetOptions are FUSE kernel options the daemon chooses itself. They
+// show in /proc/mounts, so mount(8) passes them back on `mount -o remount`;
+// there they change nothing (the kernel cannot change them on a live mount).
+var kernelSetOptions = map[string]bool{"user_id": true, "group_id": true, "max_read": true, "rootmode": true, "blksize": true}
 
 // vfsFlags are the mount(2) flags the FUSE frontend applies; the mount is
 // nosuid,nodev,exec unless they say otherwise.
@@ -52,6 +63,9 @@ func parseMountOptions(lists []string, o *mountOptions) error {
 			}
 		}
 	}
+	if len(o.kernelSet) > 0 && !o.Remount {
+		return usagef("mount option %s: set by reflinkfs itself (accepted only with remount, where mount(8) passes it back)", o.kernelSet[0])
+	}
 	return nil
 }
 
@@ -72,6 +86,11 @@ func applyMountOption(opt string, o *mountOptions) error {
 		o.Remount = true
 	case vfsFlags[opt]:
 		o.VFSFlags = append(o.VFSFlags, opt)
+	case hasValue && kernelSetOptions[name]:
+		if _, err := strconv.ParseUint(value, 10, 32); err != nil {
+			return usagef("mount option %s: not a number", opt)
+		}
+		o.kernelSet = append(o.kernelSet, opt)
 	case hasValue && name == "size":
 		n, err := parseSize(value)
 		if err != nil {
@@ -97,7 +116,7 @@ func applyMountOption(opt string, o *mountOptions) error {
 		if err := checkSubtype(value); err != nil {
 			return usagef("mount option subtype=%s: %v", value, err)
 		}
-		o.Subtype = value
+		o.Subtype, o.SubtypeGiven = value, true
 	default:
 		return usagef("unknown mount option %q", opt)
 	}
@@ -105,11 +124,9 @@ func applyMountOption(opt string, o *mountOptions) error {
 }
 
 // checkSubtype rejects names that would break the "fuse.SUBTYPE" file system
-// type in /proc/self/mountinfo.
+// type in /proc/self/mountinfo. An empty one is allowed, as libfuse allows
+// it: the type is then "fuse" alone.
 func checkSubtype(s string) error {
-	if s == "" {
-		return fmt.Errorf("empty subtype")
-	}
 	if strings.ContainsAny(s, " \t\n,=\\/") {
 		return fmt.Errorf("subtype may not contain spaces, commas, '=', '/' or '\\'")
 	}

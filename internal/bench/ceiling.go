@@ -268,7 +268,9 @@ func (s *ceilingServer) Stop(ctx context.Context) error {
 	}
 	s.stopped = true
 	defer func() { s.fs.data, s.fs.pattern = nil, nil }()
-	err := s.srv.Unmount()
+	// unmount(2) directly: go-fuse's Unmount falls back to fusermount,
+	// which a machine mounting as root need not have.
+	err := unix.Unmount(s.mountpoint, 0)
 	if err == nil {
 		<-s.served
 		return nil
@@ -280,8 +282,7 @@ func (s *ceilingServer) Stop(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("lazy unmount: %w", err))
 	}
 	if s.conn != 0 {
-		abort := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", s.conn)
-		if err := os.WriteFile(abort, []byte("1"), 0o200); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := abortConnection(s.conn); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -292,4 +293,35 @@ func (s *ceilingServer) Stop(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("serve loop did not end: %w", ctx.Err()))
 	}
 	return errors.Join(errs...)
+}
+
+// fusectlDir is where systemd and most distributions mount fusectl.
+const fusectlDir = "/sys/fs/fuse/connections"
+
+// abortConnection aborts FUSE connection conn through fusectl's abort file:
+// pending and future requests fail with ENOTCONN and the serve loop's reads
+// return. fusectl is used where it is mounted; a fresh machine often has it
+// nowhere, so it is then mounted on a temporary directory for the write
+// (fusectl is one instance showing every connection, wherever mounted).
+func abortConnection(conn uint32) error {
+	abort := func(dir string) error {
+		return os.WriteFile(filepath.Join(dir, fmt.Sprint(conn), "abort"), []byte("1"), 0o200)
+	}
+	err := abort(fusectlDir)
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "reflinkfs-fusectl-")
+	if err != nil {
+		return fmt.Errorf("abort FUSE connection %d: %w", conn, err)
+	}
+	defer os.Remove(dir)
+	if err := unix.Mount("fusectl", dir, "fusectl", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("abort FUSE connection %d: mount fusectl: %w", conn, err)
+	}
+	defer unix.Unmount(dir, unix.MNT_DETACH)
+	if err := abort(dir); err != nil {
+		return fmt.Errorf("abort FUSE connection %d: %w", conn, err)
+	}
+	return nil
 }

@@ -311,12 +311,20 @@ func checkTargets(rec *Recorder, cfg *Config) []TargetCheck {
 	// or close enough to the ceiling measured in this run.
 	rc := readCase(1 << 20)
 	rfr, xr := rec.Get(WorkloadRead, mCachedRead, rc, fsReflinkfs), rec.Get(WorkloadRead, mCachedRead, rc, fsXFS)
-	ok, measured := cachedReadVerdict(rfr, rec.Get(WorkloadRead, mCachedRead, rc, fsFUSECeiling), xr)
-	add(fmt.Sprintf("cached sequential read through the mount with 1 MiB reads as close to XFS's page cache as FUSE allows: "+
-		"≥ 4 GB/s (DESIGN.md's FUSE ceiling) or ≥ %.0f%% of the FUSE ceiling measured in this run", 100*ceilingShare),
-		measured, ok, rfr != nil)
+	v, measured := cachedReadVerdict(rfr, rec.Get(WorkloadRead, mCachedRead, rc, fsFUSECeiling), xr)
+	label := fmt.Sprintf("cached sequential read through the mount with 1 MiB reads as close to XFS's page cache as FUSE allows: "+
+		"≥ 4 GB/s (DESIGN.md's FUSE ceiling) or ≥ %.0f%% of the FUSE ceiling measured in this run", 100*ceilingShare)
+	if v == verdictUnreliable {
+		out = append(out, TargetCheck{Target: label, Measured: measured, Verdict: v})
+	} else {
+		add(label, measured, v == "met", rfr != nil)
+	}
 	return out
 }
+
+// verdictUnreliable marks a target the run cannot judge because its
+// reference measurement contradicts itself (a busy machine).
+const verdictUnreliable = "unreliable"
 
 // The cached-read target: DESIGN.md's figure, or this share of the FUSE
 // ceiling measured in the same run (the machine's FUSE may be slower now
@@ -328,10 +336,19 @@ const (
 
 // cachedReadVerdict judges reflinkfs's cached 1 MiB read throughput (rfs)
 // against the target, using the run's FUSE ceiling if it was measured, and
-// says which criterion decided. xfs is shown for comparison.
-func cachedReadVerdict(rfs, ceiling, xfs *Metric) (bool, string) {
+// says which criterion decided: "met", "missed", or verdictUnreliable when
+// the ceiling came out below reflinkfs itself (a ceiling reflinkfs exceeds
+// was not measured at the machine's limit, so neither criterion can be
+// trusted). xfs is shown for comparison.
+func cachedReadVerdict(rfs, ceiling, xfs *Metric) (string, string) {
 	if rfs == nil {
-		return false, ""
+		return "missed", ""
+	}
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "missed"
 	}
 	v := rfs.Median
 	xfsText := fmt.Sprintf("XFS page cache %s (reflinkfs/XFS %s)", fmtValue(unitBPS, medianOf(xfs)), fmtRatio(ratio(rfs, xfs)))
@@ -341,10 +358,15 @@ func cachedReadVerdict(rfs, ceiling, xfs *Metric) (bool, string) {
 		if absolute {
 			why = "met by ≥ 4 GB/s"
 		}
-		return absolute, fmt.Sprintf("reflinkfs %s (the FUSE ceiling was not measured in this run); %s; %s",
+		return verdict(absolute), fmt.Sprintf("reflinkfs %s (the FUSE ceiling was not measured in this run); %s; %s",
 			fmtValue(unitBPS, v), xfsText, why)
 	}
 	share := v / ceiling.Median
+	if share > 1 {
+		return verdictUnreliable, fmt.Sprintf("reflinkfs %s = %s of the FUSE ceiling measured in this run (%s); %s; "+
+			"unreliable: a ceiling below reflinkfs itself is no ceiling (the machine was busy while it was measured); run again on a quiet machine",
+			fmtValue(unitBPS, v), fmtPercent(share), fmtValue(unitBPS, ceiling.Median), xfsText)
+	}
 	near := share >= ceilingShare
 	var why string
 	switch {
@@ -357,7 +379,7 @@ func cachedReadVerdict(rfs, ceiling, xfs *Metric) (bool, string) {
 	default:
 		why = fmt.Sprintf("below 4 GB/s and below %.0f%% of the ceiling", 100*ceilingShare)
 	}
-	return absolute || near, fmt.Sprintf("reflinkfs %s = %s of the FUSE ceiling measured in this run (%s); %s; %s",
+	return verdict(absolute || near), fmt.Sprintf("reflinkfs %s = %s of the FUSE ceiling measured in this run (%s); %s; %s",
 		fmtValue(unitBPS, v), fmtPercent(share), fmtValue(unitBPS, ceiling.Median), xfsText, why)
 }
 

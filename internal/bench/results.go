@@ -296,5 +296,5 @@ func (t Table) Markdown() string {
 type TargetCheck struct {
 	Target   string `json:"target"`
 	Measured string `json:"measured"`
-	Verdict  string `json:"verdict"` // "met", "missed", "not measured"
+	Verdict  string `json:"verdict"` // "met", "missed", "not measured", "unreliable"
 }

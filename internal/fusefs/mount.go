@@ -20,6 +20,8 @@ type Options struct {
 	// fuse.Subtype"). FsName should be the image path: the CLI finds the
 	// image of a mountpoint through it. Subtype defaults to "reflinkfs".
 	FsName, Subtype string
+	// NoSubtype mounts with the type "fuse" alone (Subtype is ignored).
+	NoSubtype bool
 	// AllowOther lets users other than the mounting one access the mount.
 	AllowOther bool
 	// DefaultPermissions makes the kernel check permissions and enables
@@ -48,6 +50,7 @@ type Server struct {
 	srv        *fuse.Server
 	mountpoint string
 	served     chan struct{} // closed when the serve loop has exited
+	ownMount   bool          // mounted by nosubtype.go, not by go-fuse
 
 	unmountMu sync.Mutex
 	unmounted bool
@@ -104,29 +107,30 @@ func Mount(fsys *reflinkfs.FS, mountpoint string, opt Options) (*Server, error) 
 		}
 	}
 
-	srv, err := fuse.NewServer(fs, mountpoint, mo)
+	srv, ownMount, err := newFUSEServer(fs, mountpoint, mo, opt.NoSubtype)
 	if err != nil {
 		return nil, fmt.Errorf("fusefs: mount %s: %w", mountpoint, err)
 	}
-	s := &Server{fs: fs, srv: srv, mountpoint: mountpoint, served: make(chan struct{})}
+	s := &Server{fs: fs, srv: srv, mountpoint: mountpoint, served: make(chan struct{}), ownMount: ownMount}
 	go func() {
 		srv.Serve()
 		fs.closeStore()
 		close(s.served)
 	}()
 	if err := srv.WaitMount(); err != nil {
-		_ = srv.Unmount()
+		_ = s.unmountKernel()
 		<-s.served
 		return nil, fmt.Errorf("fusefs: mount %s: %w", mountpoint, err)
 	}
 	// The device number identifies files of this mount in ioctl arguments.
 	var st unix.Stat_t
 	if err := unix.Stat(mountpoint, &st); err != nil {
-		_ = srv.Unmount()
+		_ = s.unmountKernel()
 		<-s.served
 		return nil, fmt.Errorf("fusefs: stat mountpoint %s: %w", mountpoint, err)
 	}
 	fs.mountDev.Store(st.Dev)
+	s.pollHack()
 	fs.startPassthrough(srv)
 	return s, nil
 }
@@ -151,7 +155,7 @@ func (s *Server) Unmount() error {
 	case <-s.served:
 		// Already unmounted from outside.
 	default:
-		if err := s.srv.Unmount(); err != nil {
+		if err := s.unmountKernel(); err != nil {
 			return fmt.Errorf("fusefs: unmount %s: %w", s.mountpoint, err)
 		}
 		<-s.served
