@@ -35,12 +35,15 @@
 //
 // # Life cycle
 //
-// Acquire returns a Backing with a reference; Release drops it. A backing
-// without references stays for IdleTTL (so short-lived processes that open,
-// map and exit find its pages cached), at most MaxIdle of them, then it is
-// evicted: its id unregistered, its snapshot closed (the engine frees
-// blocks no file uses any more) and the kernel told to drop its inode and
-// pages. A snapshot left by a crash is an orphan, freed at the next mount.
+// Acquire returns a Backing with a reference; Release drops it. When the
+// last reference goes the backing is dropped: its id unregistered, its
+// snapshot closed (the engine frees blocks no file uses any more) and the
+// kernel told to drop its inode and pages. So a snapshot holds space only
+// while a file with its content is open, like an unlinked open file. (With
+// Options.IdleTTL, unused backings are kept a while, page cache and
+// snapshot with them, for short-lived processes that open the same files
+// again; the mount does not use it.) A snapshot left by a crash is an
+// orphan, freed at the next mount.
 //
 // Lock order: Store.mu is taken before the engine's locks (ContentInfo,
 // SameContent) and is never held while the backing mount is entered (the
@@ -70,9 +73,12 @@ type Options struct {
 	// main FUSE connection and returns its backing id; Unregister undoes it.
 	Register   func(fd int) (int32, error)
 	Unregister func(id int32) error
-	// IdleTTL is how long a backing nobody uses is kept (default 10s).
+	// IdleTTL is how long a backing nobody uses is kept, with its page
+	// cache and its snapshot's blocks. 0 (the default) drops it when its
+	// last reference goes, so a file's space is held only while it is open,
+	// as for any unlinked open file.
 	IdleTTL time.Duration
-	// MaxIdle caps the backings kept unused (default 256).
+	// MaxIdle caps the backings kept unused when IdleTTL > 0 (default 256).
 	MaxIdle int
 	Logger  *slog.Logger
 	Debug   bool
@@ -134,9 +140,6 @@ func Open(fsys *reflinkfs.FS, opt Options) (*Store, error) {
 	if opt.Register == nil || opt.Unregister == nil {
 		return nil, errors.New("backing: Register and Unregister are required")
 	}
-	if opt.IdleTTL <= 0 {
-		opt.IdleTTL = 10 * time.Second
-	}
 	if opt.MaxIdle <= 0 {
 		opt.MaxIdle = 256
 	}
@@ -151,7 +154,11 @@ func Open(fsys *reflinkfs.FS, opt Options) (*Store, error) {
 	if err := s.mount(); err != nil {
 		return nil, err
 	}
-	go s.evictLoop()
+	if opt.IdleTTL > 0 {
+		go s.evictLoop()
+	} else {
+		close(s.evictor)
+	}
 	return s, nil
 }
 
@@ -295,14 +302,24 @@ func (s *Store) open(b *Backing) error {
 	return nil
 }
 
-// Release drops a reference taken by Acquire.
+// Release drops a reference taken by Acquire; without IdleTTL the last one
+// drops the backing before Release returns.
 func (s *Store) Release(b *Backing) {
 	s.mu.Lock()
 	b.users--
+	drop := false
 	if b.users == 0 {
 		b.idle = time.Now()
+		if s.opt.IdleTTL == 0 && !s.closed {
+			s.unlink(b)
+			s.evicted++
+			drop = true
+		}
 	}
 	s.mu.Unlock()
+	if drop {
+		s.drop(b, false)
+	}
 }
 
 func (s *Store) evictLoop() {

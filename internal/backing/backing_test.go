@@ -156,3 +156,46 @@ func TestStoreMaxIdle(t *testing.T) {
 		t.Fatal("the newer idle backing was evicted before the older one")
 	}
 }
+
+// Without IdleTTL (the mount's setting) the last Release drops the backing
+// at once: its snapshot no longer holds the space of a deleted file.
+func TestStoreDropsAtLastRelease(t *testing.T) {
+	testenv.RequireFUSE(t)
+	fsys, err := reflinkfs.Create(t.TempDir()+"/img", reflinkfs.Options{Size: 256 << 20, CacheSize: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fsys.Close()
+	s, err := Open(fsys, Options{
+		Register:   func(fd int) (int32, error) { return 1, nil },
+		Unregister: func(id int32) error { return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	empty := fsys.Stats().UsedBytes
+	w, _ := fsys.OpenFile("a", os.O_RDWR|os.O_CREATE, 0o644)
+	w.WriteAt(bytes.Repeat([]byte("x"), 1<<20), 0)
+	w.Close()
+	f := open(t, fsys, "a")
+	b := acquire(t, s, f)
+	b2 := acquire(t, s, f)
+	f.Close()
+	if err := fsys.Remove("a"); err != nil {
+		t.Fatal(err)
+	}
+	s.Release(b)
+	if st := fsys.Stats(); st.SnapshotFiles != 1 {
+		t.Fatalf("backing dropped while referenced: %+v", st)
+	}
+	s.Release(b2)
+	fsys.Sync()
+	if st := fsys.Stats(); st.SnapshotFiles != 0 || st.UsedBytes != empty {
+		t.Fatalf("after the last release of a deleted file's backing: %d snapshots, %d bytes used; want 0, %d",
+			st.SnapshotFiles, st.UsedBytes, empty)
+	}
+	if st := s.Stats(); st.Backings != 0 {
+		t.Fatalf("backing still listed: %+v", st)
+	}
+}

@@ -17,6 +17,10 @@ const (
 	pathPlain  ioPath = iota // pread/pwrite on the O_RDWR descriptor
 	pathDirect               // pread/pwrite on an O_DIRECT descriptor
 	pathMmap                 // a MAP_SHARED mapping of the range
+	// pathFresh (reads only): the file's descriptors are closed and it is
+	// opened read-only for the read, which the mount may pass through to a
+	// shared backing file (FUSE passthrough); writes take pathPlain.
+	pathFresh
 	numPaths
 )
 

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reflinkfs/reflinkfs/internal/fusefs"
 	mt "github.com/reflinkfs/reflinkfs/internal/modeltest"
 )
 
@@ -93,6 +94,8 @@ func (c countedTarget) Close() error {
 	p.DirectReads += n.DirectReads
 	p.MmapReads += n.MmapReads
 	p.MmapFallbacks += n.MmapFallbacks
+	p.FreshReads += n.FreshReads
+	p.PassthroughReads += n.PassthroughReads
 	return c.MountTarget.Close()
 }
 
@@ -105,7 +108,9 @@ func (cf *countingFactory) make() (mt.Target, error) {
 }
 
 func mountFactory(t *testing.T) *countingFactory {
-	return &countingFactory{base: Factory(t.TempDir(), Options{Logger: testLogger(t), Mmap: sharedMmapHelper(t)})}
+	// share=all: every read through a fresh read-only descriptor is passed
+	// through to a backing snapshot, and writers meet its release.
+	return &countingFactory{base: Factory(t.TempDir(), Options{Logger: testLogger(t), Mmap: sharedMmapHelper(t), Share: fusefs.ShareAll})}
 }
 
 func libFactory(t *testing.T) mt.Factory {
@@ -192,4 +197,7 @@ func TestModelMount(t *testing.T) {
 	}
 	t.Logf("%d sequences of %d ops passed through the mount in %v (seeds %d..%d; %d cut short before a copy that is not Expressible); I/O paths %+v",
 		ran, gen.Ops, time.Since(start).Round(time.Millisecond), base, base+uint64(ran)-1, cut, cf.totals)
+	if cf.totals.FreshReads > 20 && cf.totals.PassthroughReads == 0 {
+		t.Errorf("none of %d reads through a fresh read-only descriptor was passed through", cf.totals.FreshReads)
+	}
 }

@@ -35,6 +35,8 @@ type Options struct {
 	// Mmap performs the mmap path's reads and writes; without it those
 	// operations use pread/pwrite (counted in IOCounts.MmapFallbacks).
 	Mmap *MmapHelper
+	// Share is the mount's passthrough policy (fusefs.Options.Share).
+	Share fusefs.ShareMode
 }
 
 func (o Options) engineOptions() reflinkfs.Options {
@@ -109,6 +111,9 @@ type IOCounts struct {
 	// because a mapping cannot do them (extending or empty writes,
 	// negative offsets) or there is no MmapHelper.
 	MmapFallbacks int
+	// FreshReads are reads through a new read-only descriptor;
+	// PassthroughReads those of them the mount passed through.
+	FreshReads, PassthroughReads int
 }
 
 // New creates a reflinkfs image in imageDir (empty or missing) and mounts it
@@ -122,7 +127,7 @@ func New(imageDir, mountpoint string, opt Options) (*MountTarget, error) {
 		image: imageDir, mountpoint: mountpoint,
 		eopt: opt.engineOptions(),
 		mmap: opt.Mmap,
-		mopt: fusefs.Options{FsName: imageDir, DefaultPermissions: true, Debug: opt.Debug, Logger: logger},
+		mopt: fusefs.Options{FsName: imageDir, DefaultPermissions: true, Debug: opt.Debug, Logger: logger, Share: opt.Share},
 		open: map[string]*handles{},
 	}
 	fsys, err := reflinkfs.Create(imageDir, t.eopt)
@@ -264,11 +269,39 @@ func (t *MountTarget) WriteAt(name string, off int64, data []byte) error {
 }
 
 func (t *MountTarget) ReadAt(name string, off int64, n int) ([]byte, error) {
+	if choosePath(name, off, n) == pathFresh {
+		return t.freshRead(name, off, n)
+	}
 	h, err := t.handle(name, false)
 	if err != nil {
 		return nil, err
 	}
 	return t.read(h, name, t.path(name), off, n)
+}
+
+// freshRead closes name's descriptors (the next operation opens them
+// again) and reads through a new read-only one, closed after the read.
+func (t *MountTarget) freshRead(name string, off int64, n int) ([]byte, error) {
+	if t.srv == nil {
+		return nil, errNotMounted
+	}
+	if h := t.open[name]; h != nil {
+		delete(t.open, name)
+		if err := h.close(); err != nil {
+			return nil, err
+		}
+	}
+	before := t.srv.Passthrough().Opens
+	f, err := os.Open(t.path(name))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	t.counts.FreshReads++
+	if t.srv.Passthrough().Opens != before {
+		t.counts.PassthroughReads++
+	}
+	return preadFull(f, off, n)
 }
 
 // read reads through h by the path choosePath(key, ...) picks; path names
