@@ -17,6 +17,13 @@
 //
 // # Caching and timeouts
 //
+// Read-only opens of files that share blocks are passed through (FUSE
+// passthrough, passthrough.go, Options.Share) to one backing file per
+// content (internal/backing), so clones share the kernel's page cache,
+// mapped pages included; a writable open of a file with passthrough opens
+// fails with ETXTBSY. Every other open of a regular file is served by the
+// daemon:
+//
 // Regular files are opened with FOPEN_DIRECT_IO (and
 // FOPEN_PARALLEL_DIRECT_WRITES), so the kernel page cache holds no file data
 // and the engine's block cache, shared between clones, is the only cache.
@@ -27,8 +34,8 @@
 // mapped pages at close; we have nothing to do there). Reads are answered from the
 // engine's cache frames without a copy (File.ReadView, one writev).
 // CAP_DIRECT_IO_ALLOW_MMAP is requested so
-// MAP_SHARED mmap works; mapped pages do live in the kernel page cache of the
-// mapping inode (a known limit of FUSE).
+// MAP_SHARED mmap works; pages mapped through a direct-I/O open live in the
+// kernel page cache of the mapping inode, one copy per file.
 //
 // Entry and attribute timeouts are long (one hour), negative lookups are
 // cached too. That is exact because every change to the namespace and to
@@ -98,8 +105,9 @@
 //     only for virtiofs, and go-fuse has no handler for it). fsync of a file
 //     makes that file durable; fsync of any directory (FSYNCDIR) commits
 //     everything (FS.Sync); so does Server.Unmount.
-//   - Pages of a MAP_SHARED mapping live in the kernel page cache of the
-//     mapped inode, one copy per clone.
+//   - Pages mapped through a direct-I/O open (writable opens, files that
+//     share nothing, share=off) live in the kernel page cache of the mapped
+//     inode, one copy per file; passthrough opens share one per content.
 //   - FICLONE fails with EOPNOTSUPP, so `cp --reflink=always` fails; plain
 //     cp (reflink=auto) falls back to copy_file_range, which reflinks.
 //   - O_TMPFILE is not supported (the engine has no anonymous create).
