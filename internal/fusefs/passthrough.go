@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/reflinkfs/reflinkfs/internal/backing"
+	"github.com/reflinkfs/reflinkfs/internal/tuning"
 )
 
 // ShareMode says which opens of regular files are passed through to shared
@@ -237,6 +238,10 @@ func (fs *fileSystem) passthroughFor(st *ioState, h *fileHandle) (*backing.Backi
 	}
 	if mode == ShareReadOnly && ci.SharedBlocks == 0 && !fs.readOnly() {
 		return nil, "" // nothing shared: the block cache serves it as well
+	}
+	if ci.Extents > tuning.PassthroughMaxExtents && !fs.readOnly() {
+		// Its snapshot would hold the engine's lock too long (O(extents)).
+		return nil, "too fragmented"
 	}
 	store, _ := fs.backingStore()
 	if store == nil {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/reflinkfs/reflinkfs/internal/tuning"
 )
 
 // makeClones writes a file of size bytes and clones it n times with cp
@@ -245,5 +247,29 @@ func (m *testMount) waitReleased(t *testing.T) {
 			t.Fatalf("%d inodes still open after 10s", n)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A fragmented file is not passed through (its snapshot would cost
+// O(extents) under the engine's lock): it is read through the daemon.
+func TestPassthroughSkipsFragmentedFiles(t *testing.T) {
+	defer func(n int) { tuning.PassthroughMaxExtents = n }(tuning.PassthroughMaxExtents)
+	tuning.PassthroughMaxExtents = 4
+	m := mountFresh(t)
+	for i := 0; i < 10; i++ { // ten one-block extents with holes between
+		sh(t, fmt.Sprintf("printf data%d | dd of=%s bs=4096 seek=%d conv=notrunc status=none", i, m.path("frag"), 2*i))
+	}
+	// cp copies a sparse file with read/write (no sharing): clone it.
+	if err := m.fsys.Clone("frag", "frag2"); err != nil {
+		t.Fatal(err)
+	}
+	m.waitReleased(t)
+	want := readFile(t, m.path("frag"))
+	if got := readFile(t, m.path("frag2")); !bytes.Equal(got, want) {
+		t.Fatal("clone of a fragmented file differs")
+	}
+	p := m.srv.Passthrough()
+	if p.Opens != 0 || p.Fallbacks["too fragmented"] == 0 {
+		t.Fatalf("fragmented clone: %+v, want no passthrough and a 'too fragmented' fallback", p)
 	}
 }
