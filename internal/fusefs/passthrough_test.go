@@ -141,6 +141,10 @@ func TestPassthroughWriterMeetsReaders(t *testing.T) {
 	if err := os.Truncate(m.path(names[1]), 0); !isErrno(err, syscall.ETXTBSY) {
 		t.Fatalf("truncate(2) with a passthrough reader: %v, want ETXTBSY", err)
 	}
+	out, err = exec.Command("fallocate", "-p", "-o", "0", "-l", "8192", m.path(names[1])).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Text file busy") {
+		t.Fatalf("punch hole with a passthrough reader: %v %s", err, out)
+	}
 	// The other clones are free to change; the reader does not see it.
 	sh(t, "printf XXXX | dd of="+m.path(names[0])+" bs=4096 seek=3 conv=notrunc status=none")
 	sh(t, "printf YYYY | dd of="+m.path(names[2])+" bs=4096 seek=3 conv=notrunc status=none")
@@ -272,4 +276,62 @@ func TestPassthroughSkipsFragmentedFiles(t *testing.T) {
 	if p.Opens != 0 || p.Fallbacks["too fragmented"] == 0 {
 		t.Fatalf("fragmented clone: %+v, want no passthrough and a 'too fragmented' fallback", p)
 	}
+}
+
+// On a read-only mount nothing can change a file, so every read-only open
+// is passed through, with the file itself as the backing (no snapshot).
+func TestPassthroughReadOnlyMount(t *testing.T) {
+	const size = 1 << 20
+	m := mountFresh(t)
+	data := pattern(3, size)
+	writeFile(t, m.path("plain"), data) // shares nothing
+	m.close(t)
+	m.eopt.ReadOnly, m.opt.ReadOnly = true, true
+	m.remount(t)
+	mp := mapFiles(t, m.path("plain"), m.path("plain"))
+	p := m.srv.Passthrough()
+	if mp.Sums[0] != sha256Hex(data) || mp.Own[0] != 0 || mp.Own[1] != 0 || p.Backings != 1 || p.OpenNow != 2 {
+		t.Fatalf("read-only mount: own page cache %v, passthrough %+v", mp.Own, p)
+	}
+	if st := m.fsys.Stats(); st.SnapshotFiles != 0 {
+		t.Fatalf("%d snapshots on a read-only image", st.SnapshotFiles)
+	}
+}
+
+// Under share=exec a running clone refuses writers (the kernel's own rule
+// for executables, and ours), while plain readers do not hold writers off.
+func TestPassthroughExecWriter(t *testing.T) {
+	m := mountFresh(t, func(c *mountConfig) {
+		c.mount.Share = ShareExec
+		c.mount.MountFlags = []string{"exec"}
+	})
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, "cp", sleep, m.path("sleep"))
+	run(t, "cp", m.path("sleep"), m.path("sleep2"))
+	m.waitReleased(t)
+	r, err := os.Open(m.path("sleep2")) // a reader: served directly
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	m.waitReleased(t)
+	cmd := exec.Command(m.path("sleep2"), "30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for i := 0; m.srv.Passthrough().OpenNow == 0; i++ {
+		if i == 500 {
+			t.Fatal("the running clone is not open through passthrough")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := os.OpenFile(m.path("sleep2"), os.O_WRONLY, 0); !isErrno(err, syscall.ETXTBSY) {
+		t.Fatalf("open for writing of a running clone: %v, want ETXTBSY", err)
+	}
+	// The other clone stays writable.
+	sh(t, "printf x | dd of="+m.path("sleep")+" bs=1 seek=100000 conv=notrunc status=none")
 }
