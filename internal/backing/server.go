@@ -8,7 +8,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
-	"github.com/reflinkfs/reflinkfs"
+	"github.com/reflinkfs/reflinkfs/internal/fusereply"
 )
 
 // server answers the backing mount's requests: a root directory that can
@@ -109,20 +109,5 @@ func (sv *server) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fus
 		v.Release()
 		return fuse.ReadResultData(nil), fuse.OK
 	}
-	return viewResult{v}, fuse.OK
-}
-
-// viewResult replies straight from the engine's cache frames (one writev),
-// releasing them when go-fuse is done.
-type viewResult struct{ v *reflinkfs.ReadView }
-
-func (r viewResult) Size() int                       { return r.v.Len() }
-func (r viewResult) Done()                           { r.v.Release() }
-func (r viewResult) Slices() ([][]byte, fuse.Status) { return r.v.Slices(), fuse.OK }
-func (r viewResult) Bytes(buf []byte) ([]byte, fuse.Status) {
-	buf = buf[:0]
-	for _, s := range r.v.Slices() {
-		buf = append(buf, s...)
-	}
-	return buf, fuse.OK
+	return fusereply.View(v), fuse.OK
 }

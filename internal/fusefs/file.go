@@ -9,6 +9,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/reflinkfs/reflinkfs"
+	"github.com/reflinkfs/reflinkfs/internal/fusereply"
 )
 
 // openFlags are the FOPEN_* flags of a regular file opened with flags: no
@@ -39,17 +40,22 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 	if err != nil {
 		return fs.status(err)
 	}
-	h := &fileHandle{f: f, ino: in.NodeId, flags: in.Flags}
+	return fs.openHandle(&fileHandle{f: f, ino: in.NodeId, flags: in.Flags}, out)
+}
+
+// openHandle decides how an opened file is served (passthrough.go),
+// registers its handle and fills the reply; on failure it closes h.f.
+func (fs *fileSystem) openHandle(h *fileHandle, out *fuse.OpenOut) fuse.Status {
 	st := fs.lockIO(h.ino)
 	b, status := fs.chooseIO(st, h)
 	h.backing = b
 	fs.unlockIO(h.ino, st)
 	if !status.Ok() {
-		_ = f.Close()
+		_ = h.f.Close()
 		return status
 	}
 	out.Fh = fs.addFile(h)
-	out.OpenFlags = openFlags(in.Flags)
+	out.OpenFlags = openFlags(h.flags)
 	if b != nil {
 		// The kernel serves read, splice and mmap from the backing file.
 		out.OpenFlags = fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
@@ -82,22 +88,8 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name str
 		return st
 	}
 	fs.fillEntry(&out.EntryOut, &a)
-	h := &fileHandle{f: f, ino: a.Ino, flags: in.Flags}
-	io := fs.lockIO(h.ino)
-	b, status := fs.chooseIO(io, h) // an existing file may be open for passthrough
-	h.backing = b
-	fs.unlockIO(h.ino, io)
-	if !status.Ok() {
-		_ = f.Close()
-		return status
-	}
-	out.Fh = fs.addFile(h)
-	out.OpenFlags = openFlags(in.Flags)
-	if b != nil {
-		out.OpenFlags = fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
-		out.BackingID = b.ID()
-	}
-	return fuse.OK
+	// An existing file (no O_EXCL) may be open for passthrough.
+	return fs.openHandle(&fileHandle{f: f, ino: a.Ino, flags: in.Flags}, &out.OpenOut)
 }
 
 func (fs *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
@@ -130,26 +122,7 @@ func (fs *fileSystem) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) 
 		v.Release()
 		return fuse.ReadResultData(nil), fuse.OK
 	}
-	return viewResult{v}, fuse.OK
-}
-
-// viewResult replies to a read straight from the engine's cache frames:
-// go-fuse writes Slices with one writev and then calls Done, which releases
-// the view (go-fuse calls Done for every non-empty result it is given).
-type viewResult struct{ v *reflinkfs.ReadView }
-
-func (r viewResult) Size() int                       { return r.v.Len() }
-func (r viewResult) Done()                           { r.v.Release() }
-func (r viewResult) Slices() ([][]byte, fuse.Status) { return r.v.Slices(), fuse.OK }
-
-// Bytes is the fallback of a ReadResult (used only if go-fuse cannot write
-// vectors): the view joined into buf.
-func (r viewResult) Bytes(buf []byte) ([]byte, fuse.Status) {
-	buf = buf[:0]
-	for _, s := range r.v.Slices() {
-		buf = append(buf, s...)
-	}
-	return buf, fuse.OK
+	return fusereply.View(v), fuse.OK
 }
 
 func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
