@@ -6,9 +6,12 @@ package reflinkfs
 // entries, block counts from extents, and the reachability of every inode.
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
+	"slices"
 	"sort"
 	"syscall"
 	"time"
@@ -48,6 +51,13 @@ type fsckState struct {
 	putKeys     map[string][]byte
 	lostFound   []uint64 // inodes to reconnect under /lost+found
 	spaceBad    bool     // refcount/free records need rebuilding from extents
+	newRoot     bool     // the root directory is recreated
+	noChecksum  []uint64 // written blocks whose checksum record is missing
+	// lost are the key ranges of the store that could not be read (damaged
+	// tables or blocks); repair salvages the rest into a new store.
+	lost []kv.KeyRange
+	// direntKey is the key of the entry naming each directory.
+	direntKey map[uint64][]byte
 }
 
 func (s *fsckState) dropKey(k []byte) {
@@ -57,7 +67,8 @@ func (s *fsckState) dropKey(k []byte) {
 func (s *fsckState) setInode(ino uint64) { s.dirtyInodes[ino] = true }
 
 func (s *fsckState) repairable() bool {
-	return len(s.deleteKeys)+len(s.dirtyInodes)+len(s.putKeys)+len(s.lostFound) > 0 || s.spaceBad || s.fixNextIno
+	return len(s.deleteKeys)+len(s.dirtyInodes)+len(s.putKeys)+len(s.lostFound)+len(s.noChecksum)+len(s.lost) > 0 ||
+		s.spaceBad || s.fixNextIno
 }
 
 type physRef struct {
@@ -65,9 +76,19 @@ type physRef struct {
 	ino, lblk uint64 // one owner, for reports
 }
 
+// problem records a problem repair can fix.
 func (s *fsckState) problem(format string, args ...any) {
 	if len(s.report.Problems) < maxProblems {
 		s.report.Problems = append(s.report.Problems, fmt.Sprintf(format, args...))
+	}
+}
+
+// unrepairable records a problem repair cannot fix (damaged file data).
+func (s *fsckState) unrepairable(format string, args ...any) {
+	if len(s.report.Problems) < maxProblems {
+		msg := fmt.Sprintf(format, args...)
+		s.report.Problems = append(s.report.Problems, msg)
+		s.report.Unrepairable = append(s.report.Unrepairable, msg)
 	}
 }
 
@@ -111,33 +132,35 @@ func (fsys *FS) Check(opt CheckOptions) (*FsckReport, error) {
 	if err := fsys.commitLocked(); err != nil && !fsys.opt.ReadOnly {
 		return nil, pathErr("fsck", fsys.dir, err)
 	}
-	var sbOverride *meta.Super
-	if fsys.sbRebuilt {
-		sbOverride = &fsys.sb
-	}
-	s, err := checkStoreWith(fsys.store, opt.Progress, sbOverride)
+	s, err := fsys.checkAll(opt)
 	if err != nil {
 		return nil, pathErr("fsck", fsys.dir, err)
 	}
-	if !opt.SkipData {
-		fsys.checkData(s, opt.Progress)
-	}
-	if fsys.sbRebuilt {
-		s.problem("the superblock was damaged; rebuilt from the other records (device of %d blocks, next inode %d)", fsys.sb.DeviceBlocks, fsys.sb.NextIno)
-	}
-	if fsys.labelAhead > 0 {
-		s.problem("the metadata store holds commit %d but commit %d was made durable: changes of the commits in between are lost (damaged write-ahead log)", fsys.sb.CommitSeq, fsys.labelAhead)
-	}
-	if repair && !fsys.opt.ReadOnly && (s.repairable() || fsys.sbRebuilt || fsys.labelAhead > 0) {
-		repaired, err := fsys.repair(s)
-		if err != nil {
-			return nil, pathErr("fsck repair", fsys.dir, err)
+	if repair && !fsys.opt.ReadOnly && fsys.needsRepair(s) {
+		var repaired []string
+		if len(s.lost) > 0 {
+			// Parts of the store cannot be read: copy what can into a new
+			// store first, then repair references in it as in any image.
+			done, err := fsys.salvageStore(s.lost)
+			if err != nil {
+				return nil, pathErr("fsck salvage", fsys.dir, err)
+			}
+			repaired = append(repaired, done...)
+			if s, err = fsys.checkAll(opt); err != nil {
+				return nil, pathErr("fsck", fsys.dir, err)
+			}
 		}
-		if s, err = checkStore(fsys.store, opt.Progress); err != nil {
-			return nil, pathErr("fsck", fsys.dir, err)
-		}
-		if !opt.SkipData {
-			fsys.checkData(s, opt.Progress)
+		// One pass can uncover more (an inode removed leaves entries naming
+		// it): repeat while there is something to fix, a few times at most.
+		for pass := 0; pass < 4 && fsys.needsRepair(s); pass++ {
+			done, err := fsys.repair(s)
+			if err != nil {
+				return nil, pathErr("fsck repair", fsys.dir, err)
+			}
+			repaired = append(repaired, done...)
+			if s, err = fsys.checkAll(opt); err != nil {
+				return nil, pathErr("fsck", fsys.dir, err)
+			}
 		}
 		s.report.Repaired = repaired
 	}
@@ -161,6 +184,37 @@ func (fsys *FS) Check(opt CheckOptions) (*FsckReport, error) {
 		r.Problems = append(r.Problems, fmt.Sprintf("allocator has %d free blocks, free records %d", free, r.freeBlocks))
 	}
 	return r, nil
+}
+
+// checkAll checks the store, the data (unless opt.SkipData) and what open
+// found wrong outside the store (superblock, device label).
+func (fsys *FS) checkAll(opt CheckOptions) (*fsckState, error) {
+	var sbOverride *meta.Super
+	if fsys.sbRebuilt {
+		sbOverride = &fsys.sb
+	}
+	s, err := checkStoreWith(fsys.store, opt.Progress, sbOverride)
+	if err != nil {
+		return nil, err
+	}
+	if !opt.SkipData {
+		fsys.checkData(s, opt.Progress)
+	}
+	if fsys.sbRebuilt {
+		s.problem("the superblock was damaged; rebuilt from the other records (device of %d blocks, next inode %d)", fsys.sb.DeviceBlocks, fsys.sb.NextIno)
+	}
+	if fsys.labelAhead > 0 {
+		s.problem("the metadata store holds commit %d but commit %d was made durable: changes of the commits in between are lost (damaged write-ahead log)", fsys.sb.CommitSeq, fsys.labelAhead)
+	}
+	if fsys.labelDamaged != nil {
+		s.problem("the device label (block 0 of the data file) is damaged, so lost commits cannot be detected: %v", fsys.labelDamaged)
+	}
+	return s, nil
+}
+
+// needsRepair reports whether repair has something to do.
+func (fsys *FS) needsRepair(s *fsckState) bool {
+	return s.repairable() || fsys.sbRebuilt || fsys.labelAhead > 0 || fsys.labelDamaged != nil
 }
 
 // repair applies the fixes s found, then rebuilds space records if needed,
@@ -205,10 +259,19 @@ func (fsys *FS) repair(s *fsckState) ([]string, error) {
 			if err := txn.Set(k, d.Encode(k)); err != nil {
 				return nil, err
 			}
-			in.Nlink = 1
+			if isDir(in.Mode) {
+				in.Parent = lf
+				s.inodes[lf].Nlink++ // its ".." names lost+found
+				s.setInode(lf)
+			} else {
+				in.Nlink = 1
+			}
 			s.setInode(ino)
 			done = append(done, fmt.Sprintf("reconnected inode %d as /lost+found/%s", ino, name))
 		}
+	}
+	if s.newRoot {
+		done = append(done, "recreated the root directory")
 	}
 	for ino := range s.dirtyInodes {
 		if err := txn.Set(meta.InodeKey(ino), s.inodes[ino].Encode(ino)); err != nil {
@@ -230,6 +293,22 @@ func (fsys *FS) repair(s *fsckState) ([]string, error) {
 	if err := fsys.store.Commit(txn, true); err != nil {
 		return nil, err
 	}
+	if n := len(s.noChecksum); n > 0 {
+		if err := fsys.recomputeChecksums(s.noChecksum); err != nil {
+			return nil, err
+		}
+		done = append(done, fmt.Sprintf("recomputed the missing checksums of %d data blocks from their contents (which could not be verified)", n))
+	}
+	if fsys.labelDamaged != nil {
+		if err := fsys.writeLabel(fsys.sb.CommitSeq); err != nil {
+			return nil, err
+		}
+		if err := fsys.dev.Flush(); err != nil {
+			return nil, err
+		}
+		fsys.labelDamaged = nil
+		done = append(done, fmt.Sprintf("rewrote the device label (commit %d)", fsys.sb.CommitSeq))
+	}
 	// Space: with the extent maps now consistent, rebuild refcount and free
 	// records from them.
 	s2, err := checkStore(fsys.store, nil)
@@ -243,6 +322,24 @@ func (fsys *FS) repair(s *fsckState) ([]string, error) {
 		done = append(done, "rebuilt reference counts and free space from the extent maps")
 	}
 	return done, fsys.reloadState()
+}
+
+// recomputeChecksums writes checksum records for blocks from what the
+// device holds now.
+func (fsys *FS) recomputeChecksums(blocks []uint64) error {
+	buf := device.AlignedBuffer(BlockSize)
+	crcs := make(map[uint64]uint32, len(blocks))
+	for _, b := range blocks {
+		if err := fsys.dev.ReadBlocks([][]byte{buf}, int64(b)*BlockSize); err != nil {
+			return fmt.Errorf("reading block %d: %w", b, err)
+		}
+		crcs[b] = meta.Checksum(buf)
+	}
+	batch := fsys.store.NewBatch()
+	if err := fsys.commitChecksums(batch, crcs); err != nil {
+		return err
+	}
+	return fsys.store.CommitBatch(batch, true)
 }
 
 // lostAndFound returns the inode of /lost+found, creating it in txn.
@@ -329,6 +426,7 @@ func checkStoreWith(rd kv.Reader, progress func(string, int64), sb *meta.Super) 
 		inodes: map[uint64]*meta.Inode{}, links: map[uint64]uint32{}, subdirs: map[uint64]uint32{},
 		dirParent: map[uint64]uint64{}, blocks: map[uint64]uint64{}, orphans: map[uint64]bool{},
 		checksums: map[uint64]bool{}, dirtyInodes: map[uint64]bool{}, putKeys: map[string][]byte{},
+		direntKey: map[uint64][]byte{},
 	}
 	if sb != nil {
 		s.sb = *sb
@@ -341,7 +439,7 @@ func checkStoreWith(rd kv.Reader, progress func(string, int64), sb *meta.Super) 
 			return nil, err
 		}
 	}
-	steps := []func() error{s.scanInodes, s.scanDirents, s.scanOrphans, s.scanExtents, s.scanChecksums,
+	steps := []func() error{s.scanInodes, s.checkRoot, s.scanDirents, s.scanOrphans, s.scanExtents, s.scanChecksums,
 		s.scanXattrs, s.scanSymlinks, s.checkInodes, s.checkSpace}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -352,26 +450,70 @@ func checkStoreWith(rd kv.Reader, progress func(string, int64), sb *meta.Super) 
 	return s, nil
 }
 
+// phaseNames names the progress phase of each kind of record scanned.
 var phaseNames = map[byte]string{
 	meta.PrefixInode: "inodes", meta.PrefixDirent: "entries", meta.PrefixOrphan: "orphans",
 	meta.PrefixExtent: "extents", meta.PrefixChecksum: "checksums", meta.PrefixRefcount: "space",
-	meta.PrefixFree: "space",
+	meta.PrefixFree: "space", meta.PrefixXattr: "xattrs", meta.PrefixSymlink: "symlinks",
 }
 
+// scan calls fn for every readable record of a kind. Key ranges the store
+// cannot read are problems (repair salvages around them), never taken for
+// the end of the records.
 func (s *fsckState) scan(prefix byte, fn func(k, v []byte)) error {
-	it := s.rd.NewIter([]byte{prefix}, []byte{prefix + 1})
-	defer it.Close()
 	n := int64(0)
-	for ok := it.First(); ok; ok = it.Next() {
-		fn(it.Key(), it.Value())
+	lost, err := kv.ScanReadable(s.rd, []byte{prefix}, []byte{prefix + 1}, func(k, v []byte) error {
+		fn(k, v)
 		if n++; s.progress != nil && n%16384 == 0 {
 			s.progress(phaseNames[prefix], n)
 		}
+		return nil
+	})
+	for _, r := range lost {
+		s.problem("metadata store: %s cannot be read: %v", describeKeyRange(r), oneLine(r.Err))
+		s.lost = append(s.lost, r)
 	}
 	if s.progress != nil {
 		s.progress(phaseNames[prefix], n)
 	}
-	return nil
+	return err
+}
+
+// recordKinds names the records of each key prefix, and what the number
+// after the prefix counts.
+var recordKinds = map[byte][2]string{
+	meta.PrefixSuper: {"the superblock", ""}, meta.PrefixInode: {"inode records", "inode"},
+	meta.PrefixDirent: {"directory entries", "directory"}, meta.PrefixOrphan: {"orphan records", "inode"},
+	meta.PrefixExtent: {"extent records", "inode"}, meta.PrefixChecksum: {"checksum records", "group"},
+	meta.PrefixRefcount: {"reference counts", "block"}, meta.PrefixFree: {"free-space records", "block"},
+	meta.PrefixXattr: {"extended attributes", "inode"}, meta.PrefixSymlink: {"symlink targets", "inode"},
+}
+
+// describeKeyRange says which records an unreadable key range held, for
+// people: "inode records from inode 12 to inode 97".
+func describeKeyRange(r kv.KeyRange) string {
+	num := func(k []byte) uint64 {
+		var b [8]byte
+		if len(k) > 1 {
+			copy(b[:], k[1:])
+		}
+		return binary.BigEndian.Uint64(b[:])
+	}
+	if len(r.Start) == 0 {
+		return fmt.Sprintf("records from the first key to %x", r.End)
+	}
+	kind, ok := recordKinds[r.Start[0]]
+	if !ok {
+		return fmt.Sprintf("records from key %x to %x", r.Start, r.End)
+	}
+	if kind[1] == "" {
+		return kind[0]
+	}
+	end := "the last one"
+	if len(r.End) > 0 && r.End[0] == r.Start[0] {
+		end = fmt.Sprintf("%s %d", kind[1], num(r.End))
+	}
+	return fmt.Sprintf("%s from %s %d to %s", kind[0], kind[1], num(r.Start), end)
 }
 
 func (s *fsckState) scanInodes() error {
@@ -379,11 +521,14 @@ func (s *fsckState) scanInodes() error {
 		ino, err := meta.ParseKey1(meta.PrefixInode, k)
 		if err != nil {
 			s.problem("bad inode key %x", k)
+			s.dropKey(k)
 			return
 		}
 		rec, err := meta.DecodeInode(ino, v)
 		if err != nil {
+			// Removed: its entries, extents and attributes go with it.
 			s.problem("inode %d: %v", ino, err)
+			s.dropKey(k)
 			return
 		}
 		if ino >= s.sb.NextIno {
@@ -394,6 +539,21 @@ func (s *fsckState) scanInodes() error {
 		s.maxGen = max(s.maxGen, rec.Gen)
 		s.inodes[ino] = &rec
 	})
+}
+
+// checkRoot recreates a missing root directory (in the state, so that the
+// entries in it are kept; repair writes it).
+func (s *fsckState) checkRoot() error {
+	if root, ok := s.inodes[RootIno]; ok && isDir(root.Mode) {
+		return nil
+	}
+	s.problem("root directory is missing")
+	now := time.Now().UnixNano()
+	s.inodes[RootIno] = &meta.Inode{Gen: 1, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Parent: RootIno,
+		Atime: now, Mtime: now, Ctime: now, Btime: now}
+	s.setInode(RootIno)
+	s.newRoot = true
+	return nil
 }
 
 func (s *fsckState) scanDirents() error {
@@ -428,11 +588,15 @@ func (s *fsckState) scanDirents() error {
 		}
 		s.links[d.Ino]++
 		if isDir(child.Mode) {
-			s.subdirs[parent]++
 			if prev, dup := s.dirParent[d.Ino]; dup {
 				s.problem("directory %d has two entries (in %d and %d)", d.Ino, prev, parent)
+				s.links[d.Ino]--
+				s.dropKey(k) // keep the first
+				return
 			}
+			s.subdirs[parent]++
 			s.dirParent[d.Ino] = parent
+			s.direntKey[d.Ino] = append([]byte(nil), k...)
 		}
 	})
 }
@@ -552,26 +716,33 @@ func (s *fsckState) scanSymlinks() error {
 }
 
 func (s *fsckState) checkInodes() error {
-	root, ok := s.inodes[RootIno]
-	if !ok || !isDir(root.Mode) {
-		s.problem("root directory is missing")
-	}
-	for ino, in := range s.inodes {
+	for _, ino := range slices.Sorted(maps.Keys(s.inodes)) {
+		in := s.inodes[ino]
+		if in.Mode&syscall.S_IFMT == syscall.S_IFLNK {
+			k := meta.SymlinkKey(ino)
+			v, err := s.rd.Get(k)
+			if err == nil {
+				_, err = meta.DecodeBytes(k, v)
+			}
+			if err != nil {
+				// Nothing to show: removed (its entries on the next pass).
+				s.problem("symlink %d has no readable target: %v", ino, err)
+				s.dropKey(meta.InodeKey(ino))
+				delete(s.inodes, ino)
+				delete(s.dirtyInodes, ino)
+				continue
+			}
+		}
 		if s.blocks[ino] != in.Blocks {
 			s.problem("inode %d records %d blocks, its extents map %d", ino, in.Blocks, s.blocks[ino])
 			in.Blocks = s.blocks[ino]
 			s.setInode(ino)
 		}
 		if isDir(in.Mode) {
-			if ino != RootIno {
-				parent, ok := s.dirParent[ino]
-				if !ok {
-					s.problem("directory %d has no entry in any directory", ino)
-				} else if parent != in.Parent {
-					s.problem("directory %d records parent %d, its entry is in %d", ino, in.Parent, parent)
-					in.Parent = parent
-					s.setInode(ino)
-				}
+			if parent, ok := s.dirParent[ino]; ok && parent != in.Parent {
+				s.problem("directory %d records parent %d, its entry is in %d", ino, in.Parent, parent)
+				in.Parent = parent
+				s.setInode(ino)
 			}
 			if want := 2 + s.subdirs[ino]; in.Nlink != want {
 				s.problem("directory %d has link count %d, expected %d", ino, in.Nlink, want)
@@ -588,14 +759,6 @@ func (s *fsckState) checkInodes() error {
 			in.Nlink = s.links[ino]
 			s.setInode(ino)
 		}
-		if in.Mode&syscall.S_IFMT == syscall.S_IFLNK {
-			k := meta.SymlinkKey(ino)
-			if v, err := s.rd.Get(k); err != nil {
-				s.problem("symlink %d has no target", ino)
-			} else if _, err := meta.DecodeBytes(k, v); err != nil {
-				s.problem("symlink %d: %v", ino, err)
-			}
-		}
 	}
 	for ino := range s.orphans {
 		if in, ok := s.inodes[ino]; !ok || s.links[ino] > 0 {
@@ -607,22 +770,42 @@ func (s *fsckState) checkInodes() error {
 			s.setInode(ino)
 		}
 	}
-	// Every directory's parent chain reaches the root.
-	for ino, in := range s.inodes {
-		if !isDir(in.Mode) {
+	s.checkTree()
+	return nil
+}
+
+// checkTree checks that every directory's parent chain reaches the root. A
+// directory no entry names is reconnected under /lost+found; so is one
+// directory of each cycle, its entry removed (which breaks the cycle).
+func (s *fsckState) checkTree() {
+	reaches := map[uint64]bool{RootIno: true}
+	for _, ino := range slices.Sorted(maps.Keys(s.inodes)) {
+		if !isDir(s.inodes[ino].Mode) {
 			continue
 		}
-		cur := ino
-		for i := 0; cur != RootIno; i++ {
-			p, ok := s.dirParent[cur]
-			if !ok || i > len(s.inodes) {
-				s.problem("directory %d is not connected to the root", ino)
+		var path []uint64
+		onPath := map[uint64]bool{}
+		for cur := ino; !reaches[cur]; {
+			if onPath[cur] {
+				s.problem("directory %d is in a cycle of directories not connected to the root", cur)
+				s.dropKey(s.direntKey[cur])
+				s.lostFound = append(s.lostFound, cur)
 				break
 			}
-			cur = p
+			path = append(path, cur)
+			onPath[cur] = true
+			parent, ok := s.dirParent[cur]
+			if !ok {
+				s.problem("directory %d has no entry in any directory", cur)
+				s.lostFound = append(s.lostFound, cur)
+				break
+			}
+			cur = parent
+		}
+		for _, d := range path {
+			reaches[d] = true // now, or once reconnected
 		}
 	}
-	return nil
 }
 
 // checkData reads every written, referenced block from the device (once,
@@ -651,7 +834,7 @@ func (fsys *FS) checkData(s *fsckState, progress func(string, int64)) {
 		for p := max(r.start, next); p < r.start+r.n; {
 			n := min(r.start+r.n-p, chunk)
 			if err := fsys.dev.ReadBlocks(bufs[:n], int64(p)*BlockSize); err != nil {
-				s.problem("reading blocks %d+%d: %v", p, n, err)
+				s.unrepairable("reading blocks %d+%d: %v", p, n, err)
 				p += n
 				continue
 			}
@@ -663,7 +846,7 @@ func (fsys *FS) checkData(s *fsckState, progress func(string, int64)) {
 				if ok[i] && meta.Checksum(bufs[i]) != want[i] && reported < 100 {
 					reported++
 					ino, lblk := owner(p + i)
-					s.problem("data block %d (inode %d, offset %d) fails its checksum", p+i, ino, lblk*BlockSize)
+					s.unrepairable("data block %d (inode %d, offset %d) fails its checksum", p+i, ino, lblk*BlockSize)
 				}
 			}
 			p += n
@@ -812,9 +995,12 @@ func (s *fsckState) checkSpace() error {
 	for _, w := range s.written {
 		for b := w.start; b < w.start+w.n; b++ {
 			written[b] = true
-			if !s.checksums[b] && reported < 200 {
-				reported++
-				s.problem("written block %d has no checksum", b)
+			if !s.checksums[b] {
+				s.noChecksum = append(s.noChecksum, b)
+				if reported < 200 {
+					reported++
+					s.problem("written block %d has no checksum", b)
+				}
 			}
 		}
 	}

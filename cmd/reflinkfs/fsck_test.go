@@ -30,6 +30,9 @@ func TestFsckExitCodes(t *testing.T) {
 	clean := &reflinkfs.FsckReport{Inodes: 3}
 	bad := &reflinkfs.FsckReport{Problems: []string{"inode 7: nlink 2, 1 entries"}}
 	fixed := &reflinkfs.FsckReport{Problems: bad.Problems, Repaired: []string{"inode 7: nlink set to 1"}}
+	// What the library returns after a successful repair: nothing left.
+	fixedClean := &reflinkfs.FsckReport{Repaired: []string{"inode 7: nlink set to 1"}}
+	dataBad := &reflinkfs.FsckReport{Problems: []string{"data block 9 fails its checksum"}, Unrepairable: []string{"data block 9 fails its checksum"}}
 	for _, tc := range []struct {
 		name         string
 		repair       bool
@@ -37,12 +40,16 @@ func TestFsckExitCodes(t *testing.T) {
 		code         int
 		calls        int
 		out          string
+		notOut       string
 	}{
-		{"clean", false, clean, nil, exitOK, 1, "clean"},
-		{"problems, no repair", false, bad, nil, exitFsckErrors, 1, "fsck --repair"},
-		{"repaired", true, fixed, clean, exitFailure, 2, "repaired; now clean"},
-		{"repair left errors", true, fixed, bad, exitFsckErrors, 2, "problems left after repair"},
-		{"clean with repair", true, clean, nil, exitOK, 1, "clean"},
+		{"clean", false, clean, nil, exitOK, 1, "clean", ""},
+		{"problems, no repair", false, bad, nil, exitFsckErrors, 1, "fsck --repair", ""},
+		{"repaired", true, fixed, clean, exitFailure, 2, "repairs made; now clean", ""},
+		{"repair left errors", true, fixed, bad, exitFsckErrors, 2, "problems left after repair", ""},
+		{"clean with repair", true, clean, nil, exitOK, 1, "clean", ""},
+		{"repaired, library report", true, fixedClean, clean, exitFailure, 2, "repairs made; now clean", ""},
+		{"unrepairable, no repair", false, dataBad, nil, exitFsckErrors, 1, "repair cannot fix", "--repair"},
+		{"unrepairable after repair", true, dataBad, dataBad, exitFsckErrors, 2, "repair cannot fix", ""},
 	} {
 		f := &fakeChecker{first: tc.first, after: tc.after}
 		var out strings.Builder
@@ -53,6 +60,9 @@ func TestFsckExitCodes(t *testing.T) {
 			code = ee.code
 		} else if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if tc.notOut != "" && strings.Contains(out.String(), tc.notOut) {
+			t.Errorf("%s: output %q advises %q", tc.name, out.String(), tc.notOut)
 		}
 		if code != tc.code || len(f.calls) != tc.calls || !f.closed || !strings.Contains(out.String(), tc.out) {
 			t.Errorf("%s: exit %d (want %d), %d checks (want %d), closed %v, output %q (want %q)",
