@@ -331,7 +331,7 @@ func (fsys *FS) load() error {
 	store, err := kv.OpenPebble(filepath.Join(fsys.dir, metaDir), kv.PebbleOptions{ReadOnly: fsys.opt.ReadOnly, FS: fsys.opt.metaFS(), CacheSize: metaCacheSize(fsys.opt.CacheSize)})
 	if err != nil {
 		if fsys.opt.Recovery {
-			return unrepairable{oneLine(fmt.Errorf("the metadata store cannot be opened, so fsck can neither check nor repair the image: the file data is intact but nothing records which blocks belong to which file; restore the image from a backup (%w)", err))}
+			return unrepairable{oneLine(fmt.Errorf("%w; fsck cannot check or repair a metadata store it cannot open (the damaged store is left as it is): restore the image from a backup", err))}
 		}
 		return oneLine(fmt.Errorf("metadata store is damaged or missing (run `reflinkfs fsck %s`): %w", fsys.dir, err))
 	}
@@ -371,7 +371,10 @@ func (fsys *FS) load() error {
 		return fmt.Errorf("data file is %d bytes, superblock says %d (truncated image?): %w", dev.Size(), int64(sb.DeviceBlocks)*BlockSize, syscall.EIO)
 	}
 	if maxIno, err := fsys.maxInode(); err != nil {
-		return oneLine(fmt.Errorf("reading inodes (run `reflinkfs fsck --repair %s`): %w", fsys.dir, err))
+		if !fsys.opt.Recovery {
+			return oneLine(fmt.Errorf("reading inodes (run `reflinkfs fsck --repair %s`): %w", fsys.dir, err))
+		}
+		fsys.log.Warn("inode records unreadable; fsck reports which", "err", err)
 	} else if maxIno >= sb.NextIno {
 		if !fsys.opt.Recovery {
 			return fmt.Errorf("superblock's next inode number %d is not above existing inode %d (run `reflinkfs fsck --repair %s`): %w",

@@ -470,7 +470,7 @@ func (s *fsckState) scan(prefix byte, fn func(k, v []byte)) error {
 		return nil
 	})
 	for _, r := range lost {
-		s.problem("metadata store: %s cannot be read: %v", describeKeyRange(r), oneLine(r.Err))
+		s.problem("metadata store: the records %s cannot be read: %v", describeKeyRange(r), oneLine(r.Err))
 		s.lost = append(s.lost, r)
 	}
 	if s.progress != nil {
@@ -490,30 +490,32 @@ var recordKinds = map[byte][2]string{
 }
 
 // describeKeyRange says which records an unreadable key range held, for
-// people: "inode records from inode 12 to inode 97".
+// people: "from inode records of inode 12 to directory entries of
+// directory 3".
 func describeKeyRange(r kv.KeyRange) string {
-	num := func(k []byte) uint64 {
-		var b [8]byte
-		if len(k) > 1 {
-			copy(b[:], k[1:])
-		}
-		return binary.BigEndian.Uint64(b[:])
+	from := "from the first record"
+	if len(r.Start) > 0 {
+		from = "from " + describeKey(r.Start)
 	}
-	if len(r.Start) == 0 {
-		return fmt.Sprintf("records from the first key to %x", r.End)
+	to := "to the last record"
+	if len(r.End) > 0 {
+		to = "to " + describeKey(r.End)
 	}
-	kind, ok := recordKinds[r.Start[0]]
-	if !ok {
-		return fmt.Sprintf("records from key %x to %x", r.Start, r.End)
-	}
-	if kind[1] == "" {
+	return from + " " + to
+}
+
+// describeKey names the record a key is (or would be).
+func describeKey(k []byte) string {
+	kind, ok := recordKinds[k[0]]
+	switch {
+	case !ok:
+		return fmt.Sprintf("key %x", k)
+	case kind[1] == "":
 		return kind[0]
 	}
-	end := "the last one"
-	if len(r.End) > 0 && r.End[0] == r.Start[0] {
-		end = fmt.Sprintf("%s %d", kind[1], num(r.End))
-	}
-	return fmt.Sprintf("%s from %s %d to %s", kind[0], kind[1], num(r.Start), end)
+	var b [8]byte
+	copy(b[:], k[1:])
+	return fmt.Sprintf("%s of %s %d", kind[0], kind[1], binary.BigEndian.Uint64(b[:]))
 }
 
 func (s *fsckState) scanInodes() error {

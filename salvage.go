@@ -100,7 +100,7 @@ func (fsys *FS) salvageStore(found []kv.KeyRange) ([]string, error) {
 		lost = found // read in full this time (a transient error?): report what the check met
 	}
 	for _, r := range lost {
-		done = append(done, "lost "+describeKeyRange(r))
+		done = append(done, "lost the records "+describeKeyRange(r))
 	}
 	return done, nil
 }
