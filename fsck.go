@@ -13,6 +13,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -251,9 +252,11 @@ func (fsys *FS) repair(s *fsckState) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		var names []string
 		for _, ino := range s.lostFound {
 			in := s.inodes[ino]
 			name := fmt.Sprintf("#%d", ino)
+			names = append(names, name)
 			k := meta.DirentKey(lf, name)
 			d := meta.Dirent{Ino: ino, Type: in.Mode & syscall.S_IFMT}
 			if err := txn.Set(k, d.Encode(k)); err != nil {
@@ -267,8 +270,11 @@ func (fsys *FS) repair(s *fsckState) ([]string, error) {
 				in.Nlink = 1
 			}
 			s.setInode(ino)
-			done = append(done, fmt.Sprintf("reconnected inode %d as /lost+found/%s", ino, name))
 		}
+		if len(names) > 10 {
+			names = append(names[:10], "...")
+		}
+		done = append(done, fmt.Sprintf("reconnected %d inodes no entry named under /lost+found, named by inode number: %s", len(s.lostFound), strings.Join(names, " ")))
 	}
 	if s.newRoot {
 		done = append(done, "recreated the root directory")
