@@ -93,7 +93,7 @@ type FS struct {
 	// only; Fsck reports it and repair rewrites the label).
 	labelDamaged error
 	labelBuf     []byte // aligned block for writing the label
-	readBatch  int    // see missBatch
+	readBatch    int    // see missBatch
 
 	crcMu      sync.Mutex
 	pendingCRC map[uint64]uint32
