@@ -225,3 +225,102 @@ func TestStoreBehindDeviceLabel(t *testing.T) {
 		t.Fatal("b survived in a store that never had it")
 	}
 }
+
+// A damaged device label switched lost-commit detection off with only a
+// warning. Now open refuses naming `fsck --repair`, fsck reports it, and
+// repair rewrites the label, after which the image opens and is clean.
+func TestDamagedDeviceLabel(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "img")
+	fsys, err := Create(dir, Options{Size: 64 << 20, CommitInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := fsys.OpenFile("a", os.O_RDWR|os.O_CREATE, 0o644)
+	f.WriteAt([]byte("hello"), 0)
+	f.Sync()
+	f.Close()
+	if err := fsys.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Flip a byte of the label's commit sequence: its checksum no longer
+	// matches.
+	data, err := os.OpenFile(filepath.Join(dir, dataFile), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	data.ReadAt(b, 12)
+	b[0] ^= 0x40
+	if _, err := data.WriteAt(b, 12); err != nil {
+		t.Fatal(err)
+	}
+	data.Close()
+
+	if fsys, err := Open(dir, Options{}); err == nil {
+		fsys.Close()
+		t.Fatal("an image with a damaged device label was opened")
+	} else if msg := err.Error(); !strings.Contains(msg, "device label") || !strings.Contains(msg, "reflinkfs fsck --repair") || strings.Contains(msg, "\n") {
+		t.Errorf("open's refusal does not say what is wrong and what to do on one line: %q", msg)
+	}
+	fsys, err = Open(dir, Options{Recovery: true, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := fsys.Fsck(false)
+	fsys.Close()
+	if err != nil || rep.Clean() || len(rep.Unrepairable) > 0 || !strings.Contains(strings.Join(rep.Problems, ";"), "device label") {
+		t.Fatalf("fsck of a damaged label: %v %+v; want a problem repair can fix", err, rep)
+	}
+	fsys, err = Open(dir, Options{Recovery: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err = fsys.Fsck(true)
+	fsys.Close()
+	if err != nil || !rep.Clean() || !strings.Contains(strings.Join(rep.Repaired, ";"), "device label") {
+		t.Fatalf("repair: %v %+v", err, rep)
+	}
+	fsys, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("open after repair: %v", err)
+	}
+	defer fsys.Close()
+	if rep, err := fsys.Fsck(false); err != nil || !rep.Clean() {
+		t.Fatalf("fsck after repair: %v %+v", err, rep)
+	}
+}
+
+// Every progress report names its phase (xattrs and symlinks had none).
+func TestFsckProgressNamesEveryPhase(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "img")
+	fsys, err := Create(dir, Options{Size: 64 << 20, CommitInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fsys.Close()
+	f, _ := fsys.OpenFile("a", os.O_RDWR|os.O_CREATE, 0o644)
+	f.WriteAt([]byte("hello"), 0)
+	f.Close()
+	if err := fsys.Symlink("a", "l"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := fsys.Lookup(RootIno, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fsys.SetXattr(a.Ino, "user.k", []byte("v"), 0); err != nil {
+		t.Fatal(err)
+	}
+	phases := map[string]bool{}
+	if _, err := fsys.Check(CheckOptions{Progress: func(phase string, done int64) { phases[phase] = true }}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"inodes", "entries", "extents", "xattrs", "symlinks", "data"} {
+		if !phases[want] {
+			t.Errorf("no progress for phase %q (got %v)", want, phases)
+		}
+	}
+	if phases[""] {
+		t.Errorf("a progress report without a phase name (got %v)", phases)
+	}
+}
