@@ -342,8 +342,7 @@ func TestStoreRegionDamageSalvage(t *testing.T) {
 			mountCopy := (&testImage{dir: damaged}).copyTo(t) // a mount may write
 			within(t, 5*time.Minute, "check", func() {
 				code, rep, reason := fsckVerdict(t, damaged, false)
-				// Reading every entry matters where fsck says clean.
-				openErr, failing, _ := mountVerdict(t, mountCopy, code == fsckClean)
+				openErr, failing, shown := mountVerdict(t, mountCopy, true)
 				switch {
 				case code == fsckClean && openErr != nil:
 					t.Errorf("fsck says clean but mount refuses: %v", openErr)
@@ -356,6 +355,15 @@ func TestStoreRegionDamageSalvage(t *testing.T) {
 				}
 				if openErr != nil && (!oneLine(openErr.Error()) || !strings.Contains(openErr.Error(), "reflinkfs fsck")) {
 					t.Errorf("mount's refusal is not one line naming `reflinkfs fsck`: %v", openErr)
+				}
+				if openErr == nil {
+					// What the mount shows: every entry as some commit left
+					// it, or an error (EIO), never silently missing (a short
+					// directory listing where a block cannot be read).
+					v, _ := judge(img, childReport{Entries: summarize(shown), MountProblems: []string{"damaged"}})
+					for _, x := range v {
+						t.Errorf("mounted before repair: %s", x)
+					}
 				}
 
 				code, rep, reason = fsckVerdict(t, damaged, true)
