@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -70,6 +72,32 @@ func TestFsckExitCodes(t *testing.T) {
 		}
 		if tc.calls == 2 && f.calls[1] {
 			t.Errorf("%s: the check after repair repaired again", tc.name)
+		}
+	}
+}
+
+// A metadata store that cannot be opened at all is damage fsck cannot
+// repair: exit 4 with the reason and what to do, not 1 ("could not run").
+func TestFsckUnopenableStoreExits4(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "img")
+	fsys, err := reflinkfs.Create(dir, reflinkfs.Options{Size: 16 << 20, CommitInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fsys.Close(); err != nil {
+		t.Fatal(err)
+	}
+	manifests, _ := filepath.Glob(filepath.Join(dir, "meta", "MANIFEST-*"))
+	for _, m := range manifests {
+		if err := os.Remove(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, repair := range []bool{false, true} {
+		err := fsck(dir, repair)
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != exitFsckErrors || ee.err == nil || !strings.Contains(ee.err.Error(), "restore the image from a backup") {
+			t.Errorf("fsck (repair %v) of an image whose store cannot be opened: %v; want exit 4 saying what to do", repair, err)
 		}
 	}
 }
