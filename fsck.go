@@ -54,9 +54,11 @@ type fsckState struct {
 	spaceBad    bool     // refcount/free records need rebuilding from extents
 	newRoot     bool     // the root directory is recreated
 	noChecksum  []uint64 // written blocks whose checksum record is missing
+	lostData    []uint64 // files with fewer blocks mapped than recorded
 	// lost are the key ranges of the store that could not be read (damaged
 	// tables or blocks); repair salvages the rest into a new store.
-	lost []kv.KeyRange
+	lost         []kv.KeyRange
+	lostProblems []string // the problems that report them
 	// direntKey is the key of the entry naming each directory.
 	direntKey map[uint64][]byte
 }
@@ -166,6 +168,13 @@ func (fsys *FS) Check(opt CheckOptions) (*FsckReport, error) {
 		s.report.Repaired = repaired
 	}
 	r := s.report
+	if len(s.lost) > 0 {
+		// What follows from records that cannot be read (counts that do not
+		// match, entries naming inodes not read) is noise until a salvage.
+		r.Problems = append(append(s.lostProblems, r.Unrepairable...),
+			fmt.Sprintf("and %d more problems that follow from the records that cannot be read; repair salvages the readable ones and fixes them", len(r.Problems)-len(s.lostProblems)-len(r.Unrepairable)))
+		return r, nil
+	}
 	// The in-memory state must agree with the records.
 	if fsys.alloc.Quarantined() != 0 {
 		r.Problems = append(r.Problems, "quarantine not empty after commit")
@@ -286,6 +295,14 @@ func (fsys *FS) repair(s *fsckState) ([]string, error) {
 	}
 	if n := len(s.dirtyInodes); n > 0 {
 		done = append(done, fmt.Sprintf("corrected counts or parents of %d inodes", n))
+	}
+	if n := len(s.lostData); n > 0 {
+		slices.Sort(s.lostData)
+		inos := fmt.Sprint(s.lostData[:min(n, 20)])
+		if n > 20 {
+			inos = inos[:len(inos)-1] + " ...]"
+		}
+		done = append(done, fmt.Sprintf("%d files map fewer blocks than they recorded (extent records lost): they read zeros where those blocks were; inodes %s", n, inos))
 	}
 	if fsys.labelAhead > 0 {
 		// Accept the loss: number commits on from the device's record.
@@ -476,8 +493,10 @@ func (s *fsckState) scan(prefix byte, fn func(k, v []byte)) error {
 		return nil
 	})
 	for _, r := range lost {
-		s.problem("metadata store: the records %s cannot be read: %v", describeKeyRange(r), oneLine(r.Err))
+		msg := fmt.Sprintf("metadata store: the records %s cannot be read: %v", describeKeyRange(r), oneLine(r.Err))
+		s.problem("%s", msg)
 		s.lost = append(s.lost, r)
+		s.lostProblems = append(s.lostProblems, msg)
 	}
 	if s.progress != nil {
 		s.progress(phaseNames[prefix], n)
@@ -743,6 +762,9 @@ func (s *fsckState) checkInodes() error {
 		}
 		if s.blocks[ino] != in.Blocks {
 			s.problem("inode %d records %d blocks, its extents map %d", ino, in.Blocks, s.blocks[ino])
+			if s.blocks[ino] < in.Blocks {
+				s.lostData = append(s.lostData, ino)
+			}
 			in.Blocks = s.blocks[ino]
 			s.setInode(ino)
 		}
