@@ -69,8 +69,10 @@ func (s *fsckState) dropKey(k []byte) {
 
 func (s *fsckState) setInode(ino uint64) { s.dirtyInodes[ino] = true }
 
+// repairable reports whether repair has records to fix (salvage of lost
+// ranges is decided apart).
 func (s *fsckState) repairable() bool {
-	return len(s.deleteKeys)+len(s.dirtyInodes)+len(s.putKeys)+len(s.lostFound)+len(s.noChecksum)+len(s.lost) > 0 ||
+	return len(s.deleteKeys)+len(s.dirtyInodes)+len(s.putKeys)+len(s.lostFound)+len(s.noChecksum) > 0 ||
 		s.spaceBad || s.fixNextIno
 }
 
@@ -139,11 +141,13 @@ func (fsys *FS) Check(opt CheckOptions) (*FsckReport, error) {
 	if err != nil {
 		return nil, pathErr("fsck", fsys.dir, err)
 	}
-	if repair && !fsys.opt.ReadOnly && fsys.needsRepair(s) {
+	if repair && !fsys.opt.ReadOnly && (len(s.lost) > 0 || fsys.needsRepair(s)) {
 		var repaired []string
-		if len(s.lost) > 0 {
+		if len(s.lost) > 0 && fsys.opt.Recovery {
 			// Parts of the store cannot be read: copy what can into a new
 			// store first, then repair references in it as in any image.
+			// (Only on an image opened for fsck: swapping the store under
+			// a live one would fail its readers.)
 			done, err := fsys.salvageStore(s.lost)
 			if err != nil {
 				return nil, pathErr("fsck salvage", fsys.dir, err)
@@ -222,7 +226,8 @@ func (fsys *FS) checkAll(opt CheckOptions) (*fsckState, error) {
 	return s, nil
 }
 
-// needsRepair reports whether repair has something to do.
+// needsRepair reports whether repair has something to fix (besides a
+// salvage of lost ranges).
 func (fsys *FS) needsRepair(s *fsckState) bool {
 	return s.repairable() || fsys.sbRebuilt || fsys.labelAhead > 0 || fsys.labelDamaged != nil
 }
