@@ -161,12 +161,27 @@ func (fi *fileInfo) Sys() any           { a := fi.attr; return &a }
 // identical bytes; nothing is changed then.
 var ErrRangesDiffer = errors.New("reflinkfs: dedupe ranges differ")
 
+// ErrUnrepairable marks (in errors.Is) an error of Open with
+// Options.Recovery for damage fsck can report but cannot repair, such as a
+// metadata store that cannot be opened at all.
+var ErrUnrepairable = errors.New("damage fsck cannot repair")
+
+type unrepairable struct{ err error }
+
+func (e unrepairable) Error() string   { return e.err.Error() }
+func (e unrepairable) Unwrap() []error { return []error{e.err, ErrUnrepairable} }
+
 // FsckReport is the result of a consistency check.
 type FsckReport struct {
-	Problems []string // invariant violations found (empty when clean)
-	Repaired []string // what repair changed (only with repair)
-	Inodes   int64
-	Extents  int64
+	// Problems are the invariant violations found (empty when clean); after
+	// a repair, those left.
+	Problems []string
+	// Unrepairable are the Problems repair cannot fix (damaged file data);
+	// the others it can.
+	Unrepairable []string
+	Repaired     []string // what repair changed (only with repair)
+	Inodes       int64
+	Extents      int64
 
 	// recomputed totals, compared with the engine's in-memory counters
 	sharedBlocks, mappedBlocks, freeBlocks int64

@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/btree"
 	"github.com/reflinkfs/reflinkfs/internal/alloc"
+	"github.com/reflinkfs/reflinkfs/internal/kv"
 	"github.com/reflinkfs/reflinkfs/internal/meta"
 )
 
@@ -69,19 +70,21 @@ func (fsys *FS) extents(in *inode) (*extentTree, error) {
 	}
 	t := newExtentTree()
 	lo := meta.InodePrefix(meta.PrefixExtent, in.ino)
-	it := fsys.txn.NewIter(lo, meta.PrefixEnd(lo))
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		m, err := decodeMapping(it.Key(), it.Value())
+	err := kv.Scan(fsys.txn, lo, meta.PrefixEnd(lo), func(k, v []byte) error {
+		m, err := decodeMapping(k, v)
 		if err != nil {
-			fsys.log.Error("extent record damaged", "inode", in.ino, "err", err)
-			return nil, fmt.Errorf("%v: %w", err, syscall.EIO)
+			return err
 		}
 		if m.pblk+m.n > fsys.sb.DeviceBlocks || m.pblk+m.n < m.pblk {
-			return nil, fmt.Errorf("inode %d: extent at block %d maps beyond the device (%d+%d): %w",
-				in.ino, m.lblk, m.pblk, m.n, syscall.EIO)
+			return fmt.Errorf("inode %d: extent at block %d maps beyond the device (%d+%d)", in.ino, m.lblk, m.pblk, m.n)
 		}
 		t.ReplaceOrInsert(m)
+		return nil
+	})
+	if err != nil {
+		// A partial map would read holes where data is: EIO instead.
+		fsys.log.Error("extent map unreadable", "inode", in.ino, "err", err)
+		return nil, fmt.Errorf("%v: %w", err, syscall.EIO)
 	}
 	in.ext = t
 	return t, nil

@@ -93,8 +93,11 @@ type FS struct {
 	// labelSeq is the commit sequence the device label held at open, when
 	// it is ahead of the store (Recovery only; Fsck reports it).
 	labelAhead uint64
-	labelBuf   []byte // aligned block for writing the label
-	readBatch  int    // see missBatch
+	// labelDamaged is why the device label could not be read (Recovery
+	// only; Fsck reports it and repair rewrites the label).
+	labelDamaged error
+	labelBuf     []byte // aligned block for writing the label
+	readBatch    int    // see missBatch
 
 	crcMu      sync.Mutex
 	pendingCRC map[uint64]uint32
@@ -354,7 +357,7 @@ func (fsys *FS) load() error {
 	store, err := kv.OpenPebble(filepath.Join(fsys.dir, metaDir), kv.PebbleOptions{ReadOnly: fsys.opt.ReadOnly, FS: fsys.opt.metaFS(), CacheSize: metaCacheSize(fsys.opt.CacheSize)})
 	if err != nil {
 		if fsys.opt.Recovery {
-			return oneLine(fmt.Errorf("the metadata store cannot be opened, so fsck cannot repair it; restore the image from a backup: %w", err))
+			return unrepairable{oneLine(fmt.Errorf("%w; fsck cannot check or repair a metadata store it cannot open (the damaged store is left as it is): restore the image from a backup", err))}
 		}
 		return oneLine(fmt.Errorf("metadata store is damaged or missing (run `reflinkfs fsck %s`): %w", fsys.dir, err))
 	}
@@ -394,7 +397,10 @@ func (fsys *FS) load() error {
 		return fmt.Errorf("data file is %d bytes, superblock says %d (truncated image?): %w", dev.Size(), int64(sb.DeviceBlocks)*BlockSize, syscall.EIO)
 	}
 	if maxIno, err := fsys.maxInode(); err != nil {
-		return oneLine(fmt.Errorf("reading inodes (run `reflinkfs fsck --repair %s`): %w", fsys.dir, err))
+		if !fsys.opt.Recovery {
+			return oneLine(fmt.Errorf("reading inodes (run `reflinkfs fsck --repair %s`): %w", fsys.dir, err))
+		}
+		fsys.log.Warn("inode records unreadable; fsck reports which", "err", err)
 	} else if maxIno >= sb.NextIno {
 		if !fsys.opt.Recovery {
 			return fmt.Errorf("superblock's next inode number %d is not above existing inode %d (run `reflinkfs fsck --repair %s`): %w",
@@ -421,7 +427,9 @@ func (fsys *FS) load() error {
 	}
 	fsys.readBatch = max(1, min(256, int(fsys.cache.Frames()/64)))
 	fsys.txn = store.NewTxn()
-	if fsys.opt.ReadOnly {
+	if fsys.opt.ReadOnly || fsys.opt.Recovery {
+		// fsck checks orphans as they are (their records may be among the
+		// damaged ones); the next normal open frees them.
 		return nil
 	}
 	fsys.startReaper()
@@ -437,9 +445,13 @@ func (fsys *FS) checkLabel() error {
 	}
 	seq, ok, err := meta.DecodeLabel(fsys.labelBuf)
 	if err != nil {
-		// Only a safety net: say so and carry on (the next commit rewrites it).
-		fsys.log.Warn("device label damaged; commit sequence not checked", "err", err)
-		return nil
+		// Without it a store that lost commits would pass unnoticed: a
+		// problem for fsck to report and repair, not a warning.
+		if fsys.opt.Recovery {
+			fsys.labelDamaged = err
+			return nil
+		}
+		return fmt.Errorf("the device label (block 0 of the data file) is damaged, so lost commits cannot be detected (run `reflinkfs fsck --repair %s` to rewrite it): %w", fsys.dir, err)
 	}
 	if !ok || seq <= fsys.sb.CommitSeq {
 		return nil
@@ -465,11 +477,11 @@ func (fsys *FS) writeLabel(seq uint64) error {
 // maxInode returns the highest inode number in the store.
 func (fsys *FS) maxInode() (uint64, error) {
 	it := fsys.store.NewIter([]byte{meta.PrefixInode}, []byte{meta.PrefixInode + 1})
-	defer it.Close()
 	if !it.Last() {
-		return 0, it.Close()
+		return 0, it.Close() // no inode, or an error positioning there
 	}
-	return meta.ParseKey1(meta.PrefixInode, it.Key())
+	ino, err := meta.ParseKey1(meta.PrefixInode, it.Key())
+	return ino, errors.Join(err, it.Close())
 }
 
 // rebuildSuper reconstructs a damaged superblock (Recovery only): the
@@ -486,17 +498,21 @@ func (fsys *FS) rebuildSuper() (meta.Super, error) {
 		}
 		sb.DeviceBlocks = uint64(fi.Size()) / BlockSize
 	}
-	it := fsys.store.NewIter([]byte{meta.PrefixInode}, []byte{meta.PrefixInode + 1})
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		ino, err := meta.ParseKey1(meta.PrefixInode, it.Key())
+	// Whatever inode records can be read: fsck reports (and repair salvages
+	// from) the parts of the store that cannot.
+	_, err := kv.ScanReadable(fsys.store, []byte{meta.PrefixInode}, []byte{meta.PrefixInode + 1}, func(k, v []byte) error {
+		ino, err := meta.ParseKey1(meta.PrefixInode, k)
 		if err != nil {
-			continue
+			return nil
 		}
 		sb.NextIno = max(sb.NextIno, ino+1)
-		if rec, err := meta.DecodeInode(ino, it.Value()); err == nil {
+		if rec, err := meta.DecodeInode(ino, v); err == nil {
 			sb.NextGen = max(sb.NextGen, rec.Gen+1)
 		}
+		return nil
+	})
+	if err != nil {
+		return sb, err
 	}
 	sb.NextIno = max(sb.NextIno, RootIno+1)
 	sb.NextGen = max(sb.NextGen, 2)
@@ -523,54 +539,53 @@ func (e *flatError) Unwrap() error { return e.err }
 // loadCounters recomputes the space counters from the records. It reads
 // every extent and refcount record once, at open.
 func (fsys *FS) loadCounters() error {
-	it := fsys.store.NewIter([]byte{meta.PrefixExtent}, []byte{meta.PrefixExtent + 1})
-	for ok := it.First(); ok; ok = it.Next() {
-		e, err := meta.DecodeExtent(it.Key(), it.Value())
+	err := kv.Scan(fsys.store, []byte{meta.PrefixExtent}, []byte{meta.PrefixExtent + 1}, func(k, v []byte) error {
+		e, err := meta.DecodeExtent(k, v)
 		if err != nil {
 			if fsys.opt.Recovery {
-				continue
+				return nil
 			}
-			it.Close()
 			return err
 		}
 		fsys.mappedBlocks += int64(e.Len)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	it.Close()
-	it = fsys.store.NewIter([]byte{meta.PrefixRefcount}, []byte{meta.PrefixRefcount + 1})
-	for ok := it.First(); ok; ok = it.Next() {
-		r, err := decodeRefRun(it.Key(), it.Value())
+	err = kv.Scan(fsys.store, []byte{meta.PrefixRefcount}, []byte{meta.PrefixRefcount + 1}, func(k, v []byte) error {
+		r, err := decodeRefRun(k, v)
 		if err != nil {
 			if fsys.opt.Recovery {
-				continue
+				return nil
 			}
-			it.Close()
 			return err
 		}
 		fsys.refs.ReplaceOrInsert(r)
 		fsys.sharedBlocks += int64(r.n)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	it.Close()
-	it = fsys.store.NewIter([]byte{meta.PrefixInode}, []byte{meta.PrefixInode + 1})
-	for ok := it.First(); ok; ok = it.Next() {
+	return kv.Scan(fsys.store, []byte{meta.PrefixInode}, []byte{meta.PrefixInode + 1}, func(_, _ []byte) error {
 		fsys.inodeCount++
-	}
-	return it.Close()
+		return nil
+	})
 }
 
 // processOrphans frees inodes that were unlinked while open when the image
 // was last closed (or crashed).
 func (fsys *FS) processOrphans() error {
-	it := fsys.store.NewIter([]byte{meta.PrefixOrphan}, []byte{meta.PrefixOrphan + 1})
 	var orphans []uint64
-	for ok := it.First(); ok; ok = it.Next() {
-		ino, err := meta.ParseKey1(meta.PrefixOrphan, it.Key())
-		if err != nil {
-			it.Close()
-			return err
-		}
+	err := kv.Scan(fsys.store, []byte{meta.PrefixOrphan}, []byte{meta.PrefixOrphan + 1}, func(k, _ []byte) error {
+		ino, err := meta.ParseKey1(meta.PrefixOrphan, k)
 		orphans = append(orphans, ino)
+		return err
+	})
+	if err != nil {
+		return oneLine(fmt.Errorf("orphan records are damaged (run `reflinkfs fsck --repair %s`): %w", fsys.dir, err))
 	}
-	it.Close()
 	if len(orphans) == 0 {
 		return nil
 	}

@@ -6,10 +6,14 @@ package reflinkfs
 // entries, block counts from extents, and the reachability of every inode.
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -48,6 +52,15 @@ type fsckState struct {
 	putKeys     map[string][]byte
 	lostFound   []uint64 // inodes to reconnect under /lost+found
 	spaceBad    bool     // refcount/free records need rebuilding from extents
+	newRoot     bool     // the root directory is recreated
+	noChecksum  []uint64 // written blocks whose checksum record is missing
+	lostData    []uint64 // files with fewer blocks mapped than recorded
+	// lost are the key ranges of the store that could not be read (damaged
+	// tables or blocks); repair salvages the rest into a new store.
+	lost         []kv.KeyRange
+	lostProblems []string // the problems that report them
+	// direntKey is the key of the entry naming each directory.
+	direntKey map[uint64][]byte
 }
 
 func (s *fsckState) dropKey(k []byte) {
@@ -56,8 +69,11 @@ func (s *fsckState) dropKey(k []byte) {
 
 func (s *fsckState) setInode(ino uint64) { s.dirtyInodes[ino] = true }
 
+// repairable reports whether repair has records to fix (salvage of lost
+// ranges is decided apart).
 func (s *fsckState) repairable() bool {
-	return len(s.deleteKeys)+len(s.dirtyInodes)+len(s.putKeys)+len(s.lostFound) > 0 || s.spaceBad || s.fixNextIno
+	return len(s.deleteKeys)+len(s.dirtyInodes)+len(s.putKeys)+len(s.lostFound)+len(s.noChecksum) > 0 ||
+		s.spaceBad || s.fixNextIno
 }
 
 type physRef struct {
@@ -65,9 +81,19 @@ type physRef struct {
 	ino, lblk uint64 // one owner, for reports
 }
 
+// problem records a problem repair can fix.
 func (s *fsckState) problem(format string, args ...any) {
 	if len(s.report.Problems) < maxProblems {
 		s.report.Problems = append(s.report.Problems, fmt.Sprintf(format, args...))
+	}
+}
+
+// unrepairable records a problem repair cannot fix (damaged file data).
+func (s *fsckState) unrepairable(format string, args ...any) {
+	if len(s.report.Problems) < maxProblems {
+		msg := fmt.Sprintf(format, args...)
+		s.report.Problems = append(s.report.Problems, msg)
+		s.report.Unrepairable = append(s.report.Unrepairable, msg)
 	}
 }
 
@@ -111,37 +137,48 @@ func (fsys *FS) Check(opt CheckOptions) (*FsckReport, error) {
 	if err := fsys.commitLocked(); err != nil && !fsys.opt.ReadOnly {
 		return nil, pathErr("fsck", fsys.dir, err)
 	}
-	var sbOverride *meta.Super
-	if fsys.sbRebuilt {
-		sbOverride = &fsys.sb
-	}
-	s, err := checkStoreWith(fsys.store, opt.Progress, sbOverride)
+	s, err := fsys.checkAll(opt)
 	if err != nil {
 		return nil, pathErr("fsck", fsys.dir, err)
 	}
-	if !opt.SkipData {
-		fsys.checkData(s, opt.Progress)
-	}
-	if fsys.sbRebuilt {
-		s.problem("the superblock was damaged; rebuilt from the other records (device of %d blocks, next inode %d)", fsys.sb.DeviceBlocks, fsys.sb.NextIno)
-	}
-	if fsys.labelAhead > 0 {
-		s.problem("the metadata store holds commit %d but commit %d was made durable: changes of the commits in between are lost (damaged write-ahead log)", fsys.sb.CommitSeq, fsys.labelAhead)
-	}
-	if repair && !fsys.opt.ReadOnly && (s.repairable() || fsys.sbRebuilt || fsys.labelAhead > 0) {
-		repaired, err := fsys.repair(s)
-		if err != nil {
-			return nil, pathErr("fsck repair", fsys.dir, err)
+	if repair && !fsys.opt.ReadOnly && (len(s.lost) > 0 || fsys.needsRepair(s)) {
+		var repaired []string
+		if len(s.lost) > 0 && fsys.opt.Recovery {
+			// Parts of the store cannot be read: copy what can into a new
+			// store first, then repair references in it as in any image.
+			// (Only on an image opened for fsck: swapping the store under
+			// a live one would fail its readers.)
+			done, err := fsys.salvageStore(s.lost)
+			if err != nil {
+				return nil, pathErr("fsck salvage", fsys.dir, err)
+			}
+			repaired = append(repaired, done...)
+			if s, err = fsys.checkAll(opt); err != nil {
+				return nil, pathErr("fsck", fsys.dir, err)
+			}
 		}
-		if s, err = checkStore(fsys.store, opt.Progress); err != nil {
-			return nil, pathErr("fsck", fsys.dir, err)
-		}
-		if !opt.SkipData {
-			fsys.checkData(s, opt.Progress)
+		// One pass can uncover more (an inode removed leaves entries naming
+		// it): repeat while there is something to fix, a few times at most.
+		for pass := 0; pass < 4 && fsys.needsRepair(s); pass++ {
+			done, err := fsys.repair(s)
+			if err != nil {
+				return nil, pathErr("fsck repair", fsys.dir, err)
+			}
+			repaired = append(repaired, done...)
+			if s, err = fsys.checkAll(opt); err != nil {
+				return nil, pathErr("fsck", fsys.dir, err)
+			}
 		}
 		s.report.Repaired = repaired
 	}
 	r := s.report
+	if len(s.lost) > 0 {
+		// What follows from records that cannot be read (counts that do not
+		// match, entries naming inodes not read) is noise until a salvage.
+		r.Problems = append(append(s.lostProblems, r.Unrepairable...),
+			fmt.Sprintf("and %d more problems that follow from the records that cannot be read; repair salvages the readable ones and fixes them", len(r.Problems)-len(s.lostProblems)-len(r.Unrepairable)))
+		return r, nil
+	}
 	// The in-memory state must agree with the records.
 	if fsys.alloc.Quarantined() != 0 {
 		r.Problems = append(r.Problems, "quarantine not empty after commit")
@@ -161,6 +198,38 @@ func (fsys *FS) Check(opt CheckOptions) (*FsckReport, error) {
 		r.Problems = append(r.Problems, fmt.Sprintf("allocator has %d free blocks, free records %d", free, r.freeBlocks))
 	}
 	return r, nil
+}
+
+// checkAll checks the store, the data (unless opt.SkipData) and what open
+// found wrong outside the store (superblock, device label).
+func (fsys *FS) checkAll(opt CheckOptions) (*fsckState, error) {
+	var sbOverride *meta.Super
+	if fsys.sbRebuilt {
+		sbOverride = &fsys.sb
+	}
+	s, err := checkStoreWith(fsys.store, opt.Progress, sbOverride)
+	if err != nil {
+		return nil, err
+	}
+	if !opt.SkipData {
+		fsys.checkData(s, opt.Progress)
+	}
+	if fsys.sbRebuilt {
+		s.problem("the superblock was damaged; rebuilt from the other records (device of %d blocks, next inode %d)", fsys.sb.DeviceBlocks, fsys.sb.NextIno)
+	}
+	if fsys.labelAhead > 0 {
+		s.problem("the metadata store holds commit %d but commit %d was made durable: changes of the commits in between are lost (damaged write-ahead log)", fsys.sb.CommitSeq, fsys.labelAhead)
+	}
+	if fsys.labelDamaged != nil {
+		s.problem("the device label (block 0 of the data file) is damaged, so lost commits cannot be detected: %v", fsys.labelDamaged)
+	}
+	return s, nil
+}
+
+// needsRepair reports whether repair has something to fix (besides a
+// salvage of lost ranges).
+func (fsys *FS) needsRepair(s *fsckState) bool {
+	return s.repairable() || fsys.sbRebuilt || fsys.labelAhead > 0 || fsys.labelDamaged != nil
 }
 
 // repair applies the fixes s found, then rebuilds space records if needed,
@@ -197,18 +266,32 @@ func (fsys *FS) repair(s *fsckState) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		var names []string
 		for _, ino := range s.lostFound {
 			in := s.inodes[ino]
 			name := fmt.Sprintf("#%d", ino)
+			names = append(names, name)
 			k := meta.DirentKey(lf, name)
 			d := meta.Dirent{Ino: ino, Type: in.Mode & syscall.S_IFMT}
 			if err := txn.Set(k, d.Encode(k)); err != nil {
 				return nil, err
 			}
-			in.Nlink = 1
+			if isDir(in.Mode) {
+				in.Parent = lf
+				s.inodes[lf].Nlink++ // its ".." names lost+found
+				s.setInode(lf)
+			} else {
+				in.Nlink = 1
+			}
 			s.setInode(ino)
-			done = append(done, fmt.Sprintf("reconnected inode %d as /lost+found/%s", ino, name))
 		}
+		if len(names) > 10 {
+			names = append(names[:10], "...")
+		}
+		done = append(done, fmt.Sprintf("reconnected %d inodes no entry named under /lost+found, named by inode number: %s", len(s.lostFound), strings.Join(names, " ")))
+	}
+	if s.newRoot {
+		done = append(done, "recreated the root directory")
 	}
 	for ino := range s.dirtyInodes {
 		if err := txn.Set(meta.InodeKey(ino), s.inodes[ino].Encode(ino)); err != nil {
@@ -217,6 +300,14 @@ func (fsys *FS) repair(s *fsckState) ([]string, error) {
 	}
 	if n := len(s.dirtyInodes); n > 0 {
 		done = append(done, fmt.Sprintf("corrected counts or parents of %d inodes", n))
+	}
+	if n := len(s.lostData); n > 0 {
+		slices.Sort(s.lostData)
+		inos := fmt.Sprint(s.lostData[:min(n, 20)])
+		if n > 20 {
+			inos = inos[:len(inos)-1] + " ...]"
+		}
+		done = append(done, fmt.Sprintf("%d files map fewer blocks than they recorded (extent records lost): they read zeros where those blocks were; inodes %s", n, inos))
 	}
 	if fsys.labelAhead > 0 {
 		// Accept the loss: number commits on from the device's record.
@@ -229,6 +320,22 @@ func (fsys *FS) repair(s *fsckState) ([]string, error) {
 	}
 	if err := fsys.store.Commit(txn, true); err != nil {
 		return nil, err
+	}
+	if n := len(s.noChecksum); n > 0 {
+		if err := fsys.recomputeChecksums(s.noChecksum); err != nil {
+			return nil, err
+		}
+		done = append(done, fmt.Sprintf("recomputed the missing checksums of %d data blocks from their contents (which could not be verified)", n))
+	}
+	if fsys.labelDamaged != nil {
+		if err := fsys.writeLabel(fsys.sb.CommitSeq); err != nil {
+			return nil, err
+		}
+		if err := fsys.dev.Flush(); err != nil {
+			return nil, err
+		}
+		fsys.labelDamaged = nil
+		done = append(done, fmt.Sprintf("rewrote the device label (commit %d)", fsys.sb.CommitSeq))
 	}
 	// Space: with the extent maps now consistent, rebuild refcount and free
 	// records from them.
@@ -243,6 +350,24 @@ func (fsys *FS) repair(s *fsckState) ([]string, error) {
 		done = append(done, "rebuilt reference counts and free space from the extent maps")
 	}
 	return done, fsys.reloadState()
+}
+
+// recomputeChecksums writes checksum records for blocks from what the
+// device holds now.
+func (fsys *FS) recomputeChecksums(blocks []uint64) error {
+	buf := device.AlignedBuffer(BlockSize)
+	crcs := make(map[uint64]uint32, len(blocks))
+	for _, b := range blocks {
+		if err := fsys.dev.ReadBlocks([][]byte{buf}, int64(b)*BlockSize); err != nil {
+			return fmt.Errorf("reading block %d: %w", b, err)
+		}
+		crcs[b] = meta.Checksum(buf)
+	}
+	batch := fsys.store.NewBatch()
+	if err := fsys.commitChecksums(batch, crcs); err != nil {
+		return err
+	}
+	return fsys.store.CommitBatch(batch, true)
 }
 
 // lostAndFound returns the inode of /lost+found, creating it in txn.
@@ -329,6 +454,7 @@ func checkStoreWith(rd kv.Reader, progress func(string, int64), sb *meta.Super) 
 		inodes: map[uint64]*meta.Inode{}, links: map[uint64]uint32{}, subdirs: map[uint64]uint32{},
 		dirParent: map[uint64]uint64{}, blocks: map[uint64]uint64{}, orphans: map[uint64]bool{},
 		checksums: map[uint64]bool{}, dirtyInodes: map[uint64]bool{}, putKeys: map[string][]byte{},
+		direntKey: map[uint64][]byte{},
 	}
 	if sb != nil {
 		s.sb = *sb
@@ -341,7 +467,7 @@ func checkStoreWith(rd kv.Reader, progress func(string, int64), sb *meta.Super) 
 			return nil, err
 		}
 	}
-	steps := []func() error{s.scanInodes, s.scanDirents, s.scanOrphans, s.scanExtents, s.scanChecksums,
+	steps := []func() error{s.scanInodes, s.checkRoot, s.scanDirents, s.scanOrphans, s.scanExtents, s.scanChecksums,
 		s.scanXattrs, s.scanSymlinks, s.checkInodes, s.checkSpace}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -352,26 +478,74 @@ func checkStoreWith(rd kv.Reader, progress func(string, int64), sb *meta.Super) 
 	return s, nil
 }
 
+// phaseNames names the progress phase of each kind of record scanned.
 var phaseNames = map[byte]string{
 	meta.PrefixInode: "inodes", meta.PrefixDirent: "entries", meta.PrefixOrphan: "orphans",
 	meta.PrefixExtent: "extents", meta.PrefixChecksum: "checksums", meta.PrefixRefcount: "space",
-	meta.PrefixFree: "space",
+	meta.PrefixFree: "space", meta.PrefixXattr: "xattrs", meta.PrefixSymlink: "symlinks",
 }
 
+// scan calls fn for every readable record of a kind. Key ranges the store
+// cannot read are problems (repair salvages around them), never taken for
+// the end of the records.
 func (s *fsckState) scan(prefix byte, fn func(k, v []byte)) error {
-	it := s.rd.NewIter([]byte{prefix}, []byte{prefix + 1})
-	defer it.Close()
 	n := int64(0)
-	for ok := it.First(); ok; ok = it.Next() {
-		fn(it.Key(), it.Value())
+	lost, err := kv.ScanReadable(s.rd, []byte{prefix}, []byte{prefix + 1}, func(k, v []byte) error {
+		fn(k, v)
 		if n++; s.progress != nil && n%16384 == 0 {
 			s.progress(phaseNames[prefix], n)
 		}
+		return nil
+	})
+	for _, r := range lost {
+		msg := fmt.Sprintf("metadata store: the records %s cannot be read: %v", describeKeyRange(r), oneLine(r.Err))
+		s.problem("%s", msg)
+		s.lost = append(s.lost, r)
+		s.lostProblems = append(s.lostProblems, msg)
 	}
 	if s.progress != nil {
 		s.progress(phaseNames[prefix], n)
 	}
-	return nil
+	return err
+}
+
+// recordKinds names the records of each key prefix, and what the number
+// after the prefix counts.
+var recordKinds = map[byte][2]string{
+	meta.PrefixSuper: {"the superblock", ""}, meta.PrefixInode: {"inode records", "inode"},
+	meta.PrefixDirent: {"directory entries", "directory"}, meta.PrefixOrphan: {"orphan records", "inode"},
+	meta.PrefixExtent: {"extent records", "inode"}, meta.PrefixChecksum: {"checksum records", "group"},
+	meta.PrefixRefcount: {"reference counts", "block"}, meta.PrefixFree: {"free-space records", "block"},
+	meta.PrefixXattr: {"extended attributes", "inode"}, meta.PrefixSymlink: {"symlink targets", "inode"},
+}
+
+// describeKeyRange says which records an unreadable key range held, for
+// people: "from inode records of inode 12 to directory entries of
+// directory 3".
+func describeKeyRange(r kv.KeyRange) string {
+	from := "from the first record"
+	if len(r.Start) > 0 {
+		from = "from " + describeKey(r.Start)
+	}
+	to := "to the last record"
+	if len(r.End) > 0 {
+		to = "to " + describeKey(r.End)
+	}
+	return from + " " + to
+}
+
+// describeKey names the record a key is (or would be).
+func describeKey(k []byte) string {
+	kind, ok := recordKinds[k[0]]
+	switch {
+	case !ok:
+		return fmt.Sprintf("key %x", k)
+	case kind[1] == "":
+		return kind[0]
+	}
+	var b [8]byte
+	copy(b[:], k[1:])
+	return fmt.Sprintf("%s of %s %d", kind[0], kind[1], binary.BigEndian.Uint64(b[:]))
 }
 
 func (s *fsckState) scanInodes() error {
@@ -379,11 +553,14 @@ func (s *fsckState) scanInodes() error {
 		ino, err := meta.ParseKey1(meta.PrefixInode, k)
 		if err != nil {
 			s.problem("bad inode key %x", k)
+			s.dropKey(k)
 			return
 		}
 		rec, err := meta.DecodeInode(ino, v)
 		if err != nil {
+			// Removed: its entries, extents and attributes go with it.
 			s.problem("inode %d: %v", ino, err)
+			s.dropKey(k)
 			return
 		}
 		if ino >= s.sb.NextIno {
@@ -394,6 +571,21 @@ func (s *fsckState) scanInodes() error {
 		s.maxGen = max(s.maxGen, rec.Gen)
 		s.inodes[ino] = &rec
 	})
+}
+
+// checkRoot recreates a missing root directory (in the state, so that the
+// entries in it are kept; repair writes it).
+func (s *fsckState) checkRoot() error {
+	if root, ok := s.inodes[RootIno]; ok && isDir(root.Mode) {
+		return nil
+	}
+	s.problem("root directory is missing")
+	now := time.Now().UnixNano()
+	s.inodes[RootIno] = &meta.Inode{Gen: 1, Mode: syscall.S_IFDIR | 0o755, Nlink: 2, Parent: RootIno,
+		Atime: now, Mtime: now, Ctime: now, Btime: now}
+	s.setInode(RootIno)
+	s.newRoot = true
+	return nil
 }
 
 func (s *fsckState) scanDirents() error {
@@ -428,11 +620,15 @@ func (s *fsckState) scanDirents() error {
 		}
 		s.links[d.Ino]++
 		if isDir(child.Mode) {
-			s.subdirs[parent]++
 			if prev, dup := s.dirParent[d.Ino]; dup {
 				s.problem("directory %d has two entries (in %d and %d)", d.Ino, prev, parent)
+				s.links[d.Ino]--
+				s.dropKey(k) // keep the first
+				return
 			}
+			s.subdirs[parent]++
 			s.dirParent[d.Ino] = parent
+			s.direntKey[d.Ino] = append([]byte(nil), k...)
 		}
 	})
 }
@@ -552,26 +748,36 @@ func (s *fsckState) scanSymlinks() error {
 }
 
 func (s *fsckState) checkInodes() error {
-	root, ok := s.inodes[RootIno]
-	if !ok || !isDir(root.Mode) {
-		s.problem("root directory is missing")
-	}
-	for ino, in := range s.inodes {
+	for _, ino := range slices.Sorted(maps.Keys(s.inodes)) {
+		in := s.inodes[ino]
+		if in.Mode&syscall.S_IFMT == syscall.S_IFLNK {
+			k := meta.SymlinkKey(ino)
+			v, err := s.rd.Get(k)
+			if err == nil {
+				_, err = meta.DecodeBytes(k, v)
+			}
+			if err != nil {
+				// Nothing to show: removed (its entries on the next pass).
+				s.problem("symlink %d has no readable target: %v", ino, err)
+				s.dropKey(meta.InodeKey(ino))
+				delete(s.inodes, ino)
+				delete(s.dirtyInodes, ino)
+				continue
+			}
+		}
 		if s.blocks[ino] != in.Blocks {
 			s.problem("inode %d records %d blocks, its extents map %d", ino, in.Blocks, s.blocks[ino])
+			if s.blocks[ino] < in.Blocks {
+				s.lostData = append(s.lostData, ino)
+			}
 			in.Blocks = s.blocks[ino]
 			s.setInode(ino)
 		}
 		if isDir(in.Mode) {
-			if ino != RootIno {
-				parent, ok := s.dirParent[ino]
-				if !ok {
-					s.problem("directory %d has no entry in any directory", ino)
-				} else if parent != in.Parent {
-					s.problem("directory %d records parent %d, its entry is in %d", ino, in.Parent, parent)
-					in.Parent = parent
-					s.setInode(ino)
-				}
+			if parent, ok := s.dirParent[ino]; ok && parent != in.Parent {
+				s.problem("directory %d records parent %d, its entry is in %d", ino, in.Parent, parent)
+				in.Parent = parent
+				s.setInode(ino)
 			}
 			if want := 2 + s.subdirs[ino]; in.Nlink != want {
 				s.problem("directory %d has link count %d, expected %d", ino, in.Nlink, want)
@@ -588,14 +794,6 @@ func (s *fsckState) checkInodes() error {
 			in.Nlink = s.links[ino]
 			s.setInode(ino)
 		}
-		if in.Mode&syscall.S_IFMT == syscall.S_IFLNK {
-			k := meta.SymlinkKey(ino)
-			if v, err := s.rd.Get(k); err != nil {
-				s.problem("symlink %d has no target", ino)
-			} else if _, err := meta.DecodeBytes(k, v); err != nil {
-				s.problem("symlink %d: %v", ino, err)
-			}
-		}
 	}
 	for ino := range s.orphans {
 		if in, ok := s.inodes[ino]; !ok || s.links[ino] > 0 {
@@ -607,22 +805,42 @@ func (s *fsckState) checkInodes() error {
 			s.setInode(ino)
 		}
 	}
-	// Every directory's parent chain reaches the root.
-	for ino, in := range s.inodes {
-		if !isDir(in.Mode) {
+	s.checkTree()
+	return nil
+}
+
+// checkTree checks that every directory's parent chain reaches the root. A
+// directory no entry names is reconnected under /lost+found; so is one
+// directory of each cycle, its entry removed (which breaks the cycle).
+func (s *fsckState) checkTree() {
+	reaches := map[uint64]bool{RootIno: true}
+	for _, ino := range slices.Sorted(maps.Keys(s.inodes)) {
+		if !isDir(s.inodes[ino].Mode) {
 			continue
 		}
-		cur := ino
-		for i := 0; cur != RootIno; i++ {
-			p, ok := s.dirParent[cur]
-			if !ok || i > len(s.inodes) {
-				s.problem("directory %d is not connected to the root", ino)
+		var path []uint64
+		onPath := map[uint64]bool{}
+		for cur := ino; !reaches[cur]; {
+			if onPath[cur] {
+				s.problem("directory %d is in a cycle of directories not connected to the root", cur)
+				s.dropKey(s.direntKey[cur])
+				s.lostFound = append(s.lostFound, cur)
 				break
 			}
-			cur = p
+			path = append(path, cur)
+			onPath[cur] = true
+			parent, ok := s.dirParent[cur]
+			if !ok {
+				s.problem("directory %d has no entry in any directory", cur)
+				s.lostFound = append(s.lostFound, cur)
+				break
+			}
+			cur = parent
+		}
+		for _, d := range path {
+			reaches[d] = true // now, or once reconnected
 		}
 	}
-	return nil
 }
 
 // checkData reads every written, referenced block from the device (once,
@@ -651,7 +869,7 @@ func (fsys *FS) checkData(s *fsckState, progress func(string, int64)) {
 		for p := max(r.start, next); p < r.start+r.n; {
 			n := min(r.start+r.n-p, chunk)
 			if err := fsys.dev.ReadBlocks(bufs[:n], int64(p)*BlockSize); err != nil {
-				s.problem("reading blocks %d+%d: %v", p, n, err)
+				s.unrepairable("reading blocks %d+%d: %v", p, n, err)
 				p += n
 				continue
 			}
@@ -663,7 +881,7 @@ func (fsys *FS) checkData(s *fsckState, progress func(string, int64)) {
 				if ok[i] && meta.Checksum(bufs[i]) != want[i] && reported < 100 {
 					reported++
 					ino, lblk := owner(p + i)
-					s.problem("data block %d (inode %d, offset %d) fails its checksum", p+i, ino, lblk*BlockSize)
+					s.unrepairable("data block %d (inode %d, offset %d) fails its checksum", p+i, ino, lblk*BlockSize)
 				}
 			}
 			p += n
@@ -812,9 +1030,12 @@ func (s *fsckState) checkSpace() error {
 	for _, w := range s.written {
 		for b := w.start; b < w.start+w.n; b++ {
 			written[b] = true
-			if !s.checksums[b] && reported < 200 {
-				reported++
-				s.problem("written block %d has no checksum", b)
+			if !s.checksums[b] {
+				s.noChecksum = append(s.noChecksum, b)
+				if reported < 200 {
+					reported++
+					s.problem("written block %d has no checksum", b)
+				}
 			}
 		}
 	}

@@ -407,11 +407,12 @@ func (fsys *FS) freeInode(op *opState, in *inode) error {
 	// Every key under the prefix goes, parsable or not.
 	xp := meta.InodePrefix(meta.PrefixXattr, in.ino)
 	var xkeys [][]byte
-	it := fsys.txn.NewIter(xp, meta.PrefixEnd(xp))
-	for ok := it.First(); ok; ok = it.Next() {
-		xkeys = append(xkeys, append([]byte(nil), it.Key()...))
+	if err := kv.Scan(fsys.txn, xp, meta.PrefixEnd(xp), func(k, _ []byte) error {
+		xkeys = append(xkeys, append([]byte(nil), k...))
+		return nil
+	}); err != nil {
+		return fmt.Errorf("%v: %w", err, syscall.EIO)
 	}
-	it.Close()
 	for _, k := range xkeys {
 		if err := fsys.txn.Delete(k); err != nil {
 			return err
@@ -454,8 +455,15 @@ func (fsys *FS) freeInodeLocked(ino uint64) error {
 func (fsys *FS) dirEmpty(ino uint64) (bool, error) {
 	p := meta.InodePrefix(meta.PrefixDirent, ino)
 	it := fsys.txn.NewIter(p, meta.PrefixEnd(p))
-	defer it.Close()
-	return !it.First(), nil
+	if it.First() {
+		it.Close()
+		return false, nil
+	}
+	// No entry, or none readable: only the first is an empty directory.
+	if err := it.Close(); err != nil {
+		return false, fmt.Errorf("%v: %w", err, syscall.EIO)
+	}
+	return true, nil
 }
 
 // Unlink removes a non-directory entry.
@@ -674,18 +682,20 @@ func (fsys *FS) reparent(in, a, b *inode) {
 // fs.mu held; a key that does not parse is EIO.
 func (fsys *FS) eachName(prefix byte, ino uint64, fn func(name string, k, v []byte) error) error {
 	p := meta.InodePrefix(prefix, ino)
-	it := fsys.txn.NewIter(p, meta.PrefixEnd(p))
-	defer it.Close()
-	for ok := it.First(); ok; ok = it.Next() {
-		_, name, err := meta.ParseKeyName(prefix, it.Key())
+	var fnErr error
+	err := kv.Scan(fsys.txn, p, meta.PrefixEnd(p), func(k, v []byte) error {
+		_, name, err := meta.ParseKeyName(prefix, k)
 		if err != nil {
 			return fmt.Errorf("%v: %w", err, syscall.EIO)
 		}
-		if err := fn(name, it.Key(), it.Value()); err != nil {
-			return err
-		}
+		fnErr = fn(name, k, v)
+		return fnErr
+	})
+	if err != nil && fnErr == nil {
+		// The store could not be read: EIO, never a short listing.
+		return fmt.Errorf("%v: %w", err, syscall.EIO)
 	}
-	return nil
+	return err
 }
 
 // ReadDirIno lists a directory (without "." and "..") in name order.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -30,6 +32,9 @@ func TestFsckExitCodes(t *testing.T) {
 	clean := &reflinkfs.FsckReport{Inodes: 3}
 	bad := &reflinkfs.FsckReport{Problems: []string{"inode 7: nlink 2, 1 entries"}}
 	fixed := &reflinkfs.FsckReport{Problems: bad.Problems, Repaired: []string{"inode 7: nlink set to 1"}}
+	// What the library returns after a successful repair: nothing left.
+	fixedClean := &reflinkfs.FsckReport{Repaired: []string{"inode 7: nlink set to 1"}}
+	dataBad := &reflinkfs.FsckReport{Problems: []string{"data block 9 fails its checksum"}, Unrepairable: []string{"data block 9 fails its checksum"}}
 	for _, tc := range []struct {
 		name         string
 		repair       bool
@@ -37,12 +42,16 @@ func TestFsckExitCodes(t *testing.T) {
 		code         int
 		calls        int
 		out          string
+		notOut       string
 	}{
-		{"clean", false, clean, nil, exitOK, 1, "clean"},
-		{"problems, no repair", false, bad, nil, exitFsckErrors, 1, "fsck --repair"},
-		{"repaired", true, fixed, clean, exitFailure, 2, "repaired; now clean"},
-		{"repair left errors", true, fixed, bad, exitFsckErrors, 2, "problems left after repair"},
-		{"clean with repair", true, clean, nil, exitOK, 1, "clean"},
+		{"clean", false, clean, nil, exitOK, 1, "clean", ""},
+		{"problems, no repair", false, bad, nil, exitFsckErrors, 1, "fsck --repair", ""},
+		{"repaired", true, fixed, clean, exitFailure, 2, "repairs made; now clean", ""},
+		{"repair left errors", true, fixed, bad, exitFsckErrors, 2, "problems left after repair", ""},
+		{"clean with repair", true, clean, nil, exitOK, 1, "clean", ""},
+		{"repaired, library report", true, fixedClean, clean, exitFailure, 2, "repairs made; now clean", ""},
+		{"unrepairable, no repair", false, dataBad, nil, exitFsckErrors, 1, "repair cannot fix", "--repair"},
+		{"unrepairable after repair", true, dataBad, dataBad, exitFsckErrors, 2, "repair cannot fix", ""},
 	} {
 		f := &fakeChecker{first: tc.first, after: tc.after}
 		var out strings.Builder
@@ -54,12 +63,41 @@ func TestFsckExitCodes(t *testing.T) {
 		} else if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
+		if tc.notOut != "" && strings.Contains(out.String(), tc.notOut) {
+			t.Errorf("%s: output %q advises %q", tc.name, out.String(), tc.notOut)
+		}
 		if code != tc.code || len(f.calls) != tc.calls || !f.closed || !strings.Contains(out.String(), tc.out) {
 			t.Errorf("%s: exit %d (want %d), %d checks (want %d), closed %v, output %q (want %q)",
 				tc.name, code, tc.code, len(f.calls), tc.calls, f.closed, out.String(), tc.out)
 		}
 		if tc.calls == 2 && f.calls[1] {
 			t.Errorf("%s: the check after repair repaired again", tc.name)
+		}
+	}
+}
+
+// A metadata store that cannot be opened at all is damage fsck cannot
+// repair: exit 4 with the reason and what to do, not 1 ("could not run").
+func TestFsckUnopenableStoreExits4(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "img")
+	fsys, err := reflinkfs.Create(dir, reflinkfs.Options{Size: 16 << 20, CommitInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fsys.Close(); err != nil {
+		t.Fatal(err)
+	}
+	manifests, _ := filepath.Glob(filepath.Join(dir, "meta", "MANIFEST-*"))
+	for _, m := range manifests {
+		if err := os.Remove(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, repair := range []bool{false, true} {
+		err := fsck(dir, repair)
+		var ee *exitError
+		if !errors.As(err, &ee) || ee.code != exitFsckErrors || ee.err == nil || !strings.Contains(ee.err.Error(), "restore the image from a backup") {
+			t.Errorf("fsck (repair %v) of an image whose store cannot be opened: %v; want exit 4 saying what to do", repair, err)
 		}
 	}
 }

@@ -67,7 +67,8 @@ is opened read-only and not changed. With --repair what can be fixed safely is
 fixed, and the image is checked again.
 
 Exit status (as e2fsck): 0 clean, 1 errors were repaired (or fsck could not
-run), 4 errors left uncorrected.`,
+run), 4 errors left uncorrected (including damage fsck cannot repair, such
+as a metadata store that cannot be opened; the reason is printed).`,
 		Example: `  reflinkfs fsck /var/tmp/reflinkfs.img
   reflinkfs fsck --repair /var/tmp/reflinkfs.img`,
 		Args: exactArgs("IMAGE"),
@@ -90,6 +91,10 @@ func fsck(arg string, repair bool) error {
 		return fmt.Errorf("image %s: not a directory", dir)
 	}
 	fsys, err := reflinkfs.Open(dir, reflinkfs.Options{ReadOnly: !repair, Recovery: true, CommitInterval: -1})
+	if errors.Is(err, reflinkfs.ErrUnrepairable) {
+		// Damage, not a failure to run: the verdict is "errors left".
+		return &exitError{code: exitFsckErrors, err: err}
+	}
 	if err != nil {
 		return err
 	}
@@ -141,10 +146,10 @@ func runFsck(w io.Writer, dir string, fsys checker, repair bool) error {
 		return fmt.Errorf("image %s: fsck: %w", dir, err)
 	}
 	printFsckReport(w, dir, report)
-	// Repair's report lists what was found before fixing; check again to
-	// know what is left.
+	// After a repair, check again from scratch to know what is left.
 	left := report
-	if repair && !report.Clean() {
+	repaired := len(report.Repaired) > 0
+	if repair && (repaired || !report.Clean()) {
 		if left, err = fsys.Fsck(false); err != nil {
 			fsys.Close()
 			return fmt.Errorf("image %s: fsck after repair: %w", dir, err)
@@ -154,11 +159,11 @@ func runFsck(w io.Writer, dir string, fsys checker, repair bool) error {
 		return fmt.Errorf("image %s: close: %w", dir, err)
 	}
 	switch {
-	case report.Clean():
+	case report.Clean() && !repaired:
 		fmt.Fprintf(w, "%s: clean\n", dir)
 		return nil
 	case left.Clean():
-		fmt.Fprintf(w, "%s: %d problems repaired; now clean\n", dir, len(report.Problems))
+		fmt.Fprintf(w, "%s: %d repairs made; now clean\n", dir, len(report.Repaired))
 		return &exitError{code: exitFailure}
 	default:
 		if repair {
@@ -167,9 +172,21 @@ func runFsck(w io.Writer, dir string, fsys checker, repair bool) error {
 				fmt.Fprintf(w, "  %s\n", p)
 			}
 		} else {
-			fmt.Fprintf(w, "%s: %d problems; run 'reflinkfs fsck --repair %s'\n", dir, len(report.Problems), dir)
+			fmt.Fprintf(w, "%s: %d problems\n", dir, len(report.Problems))
 		}
+		adviseFsck(w, dir, left, repair)
 		return &exitError{code: exitFsckErrors}
+	}
+}
+
+// adviseFsck says what to do about the problems left: --repair only for
+// those it can fix.
+func adviseFsck(w io.Writer, dir string, r *reflinkfs.FsckReport, repaired bool) {
+	if n := len(r.Problems) - len(r.Unrepairable); n > 0 && !repaired {
+		fmt.Fprintf(w, "%s: run 'reflinkfs fsck --repair %s' to fix %d of them\n", dir, dir, n)
+	}
+	if n := len(r.Unrepairable); n > 0 {
+		fmt.Fprintf(w, "%s: %d problems are damaged file data, which repair cannot fix (the files read EIO there): restore those files from a backup, or remove them\n", dir, n)
 	}
 }
 

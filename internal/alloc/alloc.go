@@ -73,28 +73,30 @@ func Empty(blocks uint64) *Allocator { return newAllocator(blocks) }
 // Load builds the allocator from the persisted free runs.
 func Load(rd kv.Reader, blocks uint64) (*Allocator, error) {
 	a := newAllocator(blocks)
-	it := rd.NewIter([]byte{meta.PrefixFree}, []byte{meta.PrefixFree + 1})
-	defer it.Close()
 	var prevEnd uint64
-	for ok := it.First(); ok; ok = it.Next() {
-		start, err := meta.ParseKey1(meta.PrefixFree, it.Key())
+	err := kv.Scan(rd, []byte{meta.PrefixFree}, []byte{meta.PrefixFree + 1}, func(k, v []byte) error {
+		start, err := meta.ParseKey1(meta.PrefixFree, k)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		run, err := meta.DecodeRun(it.Key(), it.Value())
+		run, err := meta.DecodeRun(k, v)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		r := Run{start, run.Len}
 		if r.End() > blocks || r.End() < r.Start {
-			return nil, fmt.Errorf("%w: free run %d+%d beyond device of %d blocks", meta.ErrCorrupt, r.Start, r.Len, blocks)
+			return fmt.Errorf("%w: free run %d+%d beyond device of %d blocks", meta.ErrCorrupt, r.Start, r.Len, blocks)
 		}
 		if r.Start < prevEnd {
-			return nil, fmt.Errorf("%w: free run %d+%d overlaps the previous one", meta.ErrCorrupt, r.Start, r.Len)
+			return fmt.Errorf("%w: free run %d+%d overlaps the previous one", meta.ErrCorrupt, r.Start, r.Len)
 		}
 		prevEnd = r.End()
 		a.insert(r)
 		a.persisted.ReplaceOrInsert(r)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return a, nil
 }

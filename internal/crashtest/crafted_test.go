@@ -9,6 +9,7 @@ package crashtest
 // file ever shows bytes no commit left in it.
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -77,7 +78,7 @@ func firstExtent(store kv.Store, ino uint64) ([]byte, meta.Extent, error) {
 	it := store.NewIter(p, meta.PrefixEnd(p))
 	defer it.Close()
 	if !it.First() {
-		return nil, meta.Extent{}, fmt.Errorf("inode %d has no extent", ino)
+		return nil, meta.Extent{}, errors.Join(fmt.Errorf("inode %d has no extent", ino), it.Close())
 	}
 	k := append([]byte(nil), it.Key()...)
 	e, err := meta.DecodeExtent(k, it.Value())

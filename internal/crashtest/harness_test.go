@@ -129,7 +129,9 @@ func TestMetaFSCrashStates(t *testing.T) {
 		for ok := it.First(); ok; ok = it.Next() {
 			out = append(out, string(it.Key()))
 		}
-		it.Close()
+		if err := it.Close(); err != nil {
+			t.Fatalf("reading the store after %d events: %v", n, err)
+		}
 		return strings.Join(out, "")
 	}
 	// (Pebble writes a NoSync batch to the WAL file asynchronously, so

@@ -6,6 +6,11 @@
 // not. A committed Txn is applied atomically or not at all, and a Commit with
 // sync is durable when it returns. Values returned by Get belong to the
 // caller; Key and Value of an Iterator do not.
+//
+// An iterator that meets a part of the store it cannot read (a damaged
+// table) stops as if the records ended; only Close tells the two apart.
+// Loop with Scan, which returns that error, or ScanReadable to salvage
+// around it.
 package kv
 
 import "errors"
@@ -14,7 +19,9 @@ import "errors"
 var ErrNotFound = errors.New("kv: not found")
 
 // Iterator walks keys in [lower, upper) in byte order. Key and Value are only
-// valid until the next positioning call; copy them to keep them.
+// valid until the next positioning call; copy them to keep them. A
+// positioning call returning false means no record or an error: Close says
+// which.
 type Iterator interface {
 	First() bool
 	Last() bool
