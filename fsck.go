@@ -563,6 +563,9 @@ func (s *fsckState) checkInodes() error {
 			s.setInode(ino)
 		}
 		if isDir(in.Mode) {
+			if _, named := s.dirParent[ino]; !named && s.orphans[ino] {
+				continue // removed while open: checked with the orphans below
+			}
 			if ino != RootIno {
 				parent, ok := s.dirParent[ino]
 				if !ok {
@@ -609,7 +612,7 @@ func (s *fsckState) checkInodes() error {
 	}
 	// Every directory's parent chain reaches the root.
 	for ino, in := range s.inodes {
-		if !isDir(in.Mode) {
+		if !isDir(in.Mode) || s.orphans[ino] {
 			continue
 		}
 		cur := ino

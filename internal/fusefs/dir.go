@@ -224,14 +224,27 @@ func (fs *fileSystem) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse
 	if a.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return fuse.ENOTDIR
 	}
-	out.Fh = fs.addDir(&dirHandle{ino: in.NodeId})
+	// An engine open keeps the inode alive if the directory is removed
+	// while open, so fstat still answers (nlink 0), as for files.
+	f, err := fs.fsys.OpenIno(in.NodeId, syscall.O_RDONLY)
+	if err != nil {
+		return fs.status(err)
+	}
+	out.Fh = fs.addDir(&dirHandle{ino: in.NodeId, f: f})
 	return fuse.OK
 }
 
 func (fs *fileSystem) ReleaseDir(in *fuse.ReleaseIn) {
 	fs.handlesMu.Lock()
+	h := fs.dirs[in.Fh]
 	delete(fs.dirs, in.Fh)
 	fs.handlesMu.Unlock()
+	if h == nil {
+		return
+	}
+	if err := h.f.Close(); err != nil {
+		fs.log.Warn("reflinkfs: close directory", "ino", h.ino, "err", err)
+	}
 }
 
 // listing returns the directory's entries, "." and ".." first; it takes a

@@ -81,6 +81,7 @@ func (h *fileHandle) writable() bool {
 // starts at offset 0, so offsets stay stable while the directory changes.
 type dirHandle struct {
 	ino     uint64
+	f       *reflinkfs.File // holds the inode open (see OpenDir)
 	mu      sync.Mutex
 	entries []reflinkfs.DirEntry
 }
@@ -109,11 +110,16 @@ func (fs *fileSystem) Init(s *fuse.Server) {
 // OnUnmount closes files the kernel did not release (an aborted connection).
 func (fs *fileSystem) OnUnmount() {
 	fs.handlesMu.Lock()
-	files := fs.files
+	files, dirs := fs.files, fs.dirs
 	fs.files = make(map[uint64]*fileHandle)
 	fs.dirs = make(map[uint64]*dirHandle)
 	fs.handlesMu.Unlock()
 	for _, h := range files {
+		if err := h.f.Close(); err != nil {
+			fs.log.Warn("reflinkfs: close at unmount", "ino", h.ino, "err", err)
+		}
+	}
+	for _, h := range dirs {
 		if err := h.f.Close(); err != nil {
 			fs.log.Warn("reflinkfs: close at unmount", "ino", h.ino, "err", err)
 		}
