@@ -164,8 +164,7 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	}
 	f.in.lock.RLock()
 	defer f.in.lock.RUnlock()
-	var size int64
-	f.fsys.readMeta(func() error { size = f.in.rec.Size; return nil })
+	size := f.sizeForRead(len(p))
 	if off >= size {
 		if len(p) == 0 {
 			return 0, nil
@@ -181,6 +180,21 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// sizeForRead returns the file's size for a read of n bytes and records
+// the access (atime policy) under the same lock. Called with the file's
+// lock held.
+func (f *File) sizeForRead(n int) int64 {
+	var size int64
+	f.fsys.readMeta(func() error {
+		size = f.in.rec.Size
+		if n > 0 {
+			f.fsys.accessed(f.in)
+		}
+		return nil
+	})
+	return size
 }
 
 // checkRead checks a read of n bytes at off: file open and readable, off

@@ -328,6 +328,7 @@ func (fsys *FS) ReadlinkIno(ino uint64) (string, error) {
 			return fmt.Errorf("%v: %w", err, syscall.EIO)
 		}
 		target = string(b)
+		fsys.accessed(in)
 		return nil
 	})
 	return target, pathErr("readlink", inoName(ino), err)
@@ -696,6 +697,7 @@ func (fsys *FS) ReadDirIno(ino uint64) ([]DirEntry, error) {
 		if err != nil {
 			return err
 		}
+		fsys.accessed(dir)
 		fsys.putInode(dir)
 		return fsys.eachName(meta.PrefixDirent, ino, func(name string, k, v []byte) error {
 			d, err := meta.DecodeDirent(k, v)

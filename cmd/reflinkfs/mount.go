@@ -46,6 +46,7 @@ type mountConfig struct {
 	Debug      bool
 	Metrics    string // TCP address for /metrics, or ""
 	VFSFlags   []string
+	Atime      string // atime policy mount option, "" for the default
 	Remount    bool
 	Warnings   []string
 }
@@ -137,7 +138,7 @@ func resolveMountConfig(f *mountFlags) (mountConfig, error) {
 		return mountConfig{}, err
 	}
 	cfg := mountConfig{ReadOnly: opts.ReadOnly, Debug: opts.Debug, Metrics: f.metricsAddr, VFSFlags: opts.VFSFlags,
-		Remount: opts.Remount, Warnings: opts.Warnings}
+		Remount: opts.Remount, Warnings: opts.Warnings, Atime: opts.Atime}
 
 	var err error
 	switch {
@@ -237,13 +238,20 @@ func prepareMountPoint(mp string) (created bool, err error) {
 	return false, nil
 }
 
+// atimePolicies maps the atime mount options to the engine's policies.
+var atimePolicies = map[string]reflinkfs.AtimePolicy{
+	"": reflinkfs.AtimeRelative, "relatime": reflinkfs.AtimeRelative,
+	"strictatime": reflinkfs.AtimeStrict, "noatime": reflinkfs.AtimeNever,
+}
+
 // openImage opens the image, creating it first if the directory is fresh.
 func openImage(cfg mountConfig, log *slog.Logger) (*reflinkfs.FS, error) {
 	fresh, err := freshImage(cfg.Image)
 	if err != nil {
 		return nil, err
 	}
-	opt := reflinkfs.Options{Size: cfg.Size, CacheSize: cfg.CacheBytes, Logger: log, ReadOnly: cfg.ReadOnly}
+	opt := reflinkfs.Options{Size: cfg.Size, CacheSize: cfg.CacheBytes, Logger: log, ReadOnly: cfg.ReadOnly,
+		Atime: atimePolicies[cfg.Atime]}
 	if fresh {
 		if cfg.ReadOnly {
 			return nil, fmt.Errorf("image %s: does not exist (cannot create it read-only)", cfg.Image)
@@ -499,6 +507,9 @@ func daemonArgs(cfg mountConfig) []string {
 	}
 	if cfg.Debug {
 		opts = append(opts, "debug")
+	}
+	if cfg.Atime != "" {
+		opts = append(opts, cfg.Atime)
 	}
 	opts = append(opts, cfg.VFSFlags...)
 	if len(opts) > 0 {

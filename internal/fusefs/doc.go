@@ -30,6 +30,10 @@
 // MAP_SHARED mmap works; mapped pages do live in the kernel page cache of the
 // mapping inode (a known limit of FUSE).
 //
+// Access times are the engine's (its atime policy): the kernel marks FUSE
+// inodes S_NOATIME and, after every read, readdir and readlink, drops its
+// cached atime, so the next stat asks the daemon.
+//
 // Entry and attribute timeouts are long (one hour), negative lookups are
 // cached too. That is exact because every change to the namespace and to
 // attributes reaches the engine through this kernel, which updates or

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/reflinkfs/reflinkfs"
 )
 
 // An open directory stays stat-able after it is removed, with nlink 0, as
@@ -79,5 +81,48 @@ func fsckClean(t *testing.T, m *testMount) {
 	}
 	if !rep.Clean() {
 		t.Fatalf("fsck: %s", strings.Join(rep.Problems, "\n"))
+	}
+}
+
+// statAtime returns stat(1)'s atime of path, in nanoseconds as text.
+func statAtime(t *testing.T, path string) string {
+	t.Helper()
+	return strings.TrimSpace(run(t, "stat", "-c", "%.9X", path))
+}
+
+// Reads through the mount (cat of a file, ls of a directory) update atime
+// by the engine's policy, and stat(1) sees it at once.
+func TestAtimeThroughMount(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		policy        reflinkfs.AtimePolicy
+		first, repeat bool // does the first read (atime <= mtime) / a repeated read update?
+	}{
+		{"relatime", reflinkfs.AtimeRelative, true, false},
+		{"strictatime", reflinkfs.AtimeStrict, true, true},
+		{"noatime", reflinkfs.AtimeNever, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := mountFresh(t, func(cfg *mountConfig) { cfg.engine.Atime = c.policy })
+			f, d := m.path("f"), m.path("d")
+			writeFile(t, f, []byte("some data"))
+			sh(t, "mkdir "+d+" && echo x >"+d+"/x")
+			for _, r := range []struct {
+				path string
+				read []string
+			}{{f, []string{"cat", f}}, {d, []string{"ls", d}}} {
+				before := statAtime(t, r.path)
+				run(t, r.read[0], r.read[1:]...)
+				first := statAtime(t, r.path)
+				run(t, r.read[0], r.read[1:]...)
+				second := statAtime(t, r.path)
+				if (first != before) != c.first {
+					t.Errorf("%s: atime %s -> %s after the first read; want updated %v", r.read[0], before, first, c.first)
+				}
+				if (second != first) != c.repeat {
+					t.Errorf("%s: atime %s -> %s after a second read; want updated %v", r.read[0], first, second, c.repeat)
+				}
+			}
+		})
 	}
 }
