@@ -126,6 +126,7 @@ type Attr struct {
 	Mtime  time.Time
 	Ctime  time.Time
 	Btime  time.Time
+	Flags  uint32 // FlagImmutable, FlagAppend
 }
 
 // SetAttr lists attribute changes; nil fields are left alone.
@@ -137,6 +138,9 @@ type SetAttr struct {
 	Atime *time.Time
 	Mtime *time.Time
 	Ctime *time.Time // set explicitly (otherwise ctime becomes now on any change)
+	// TimesNow says Atime and Mtime are the current time (utimes with no
+	// times): the one attribute change an append-only file allows.
+	TimesNow bool
 }
 
 // Owner is the uid and gid given to a new inode.

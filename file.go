@@ -61,6 +61,10 @@ func (fsys *FS) openIno(ino uint64, flag int, truncate bool) (*File, error) {
 			}
 			return syscall.EINVAL
 		}
+		if err := checkOpenFlags(in, flag); err != nil {
+			fsys.putInode(in)
+			return err
+		}
 		in.opens++
 		f = &File{fsys: fsys, in: in, name: inoName(ino), flag: flag}
 		return nil
@@ -264,6 +268,19 @@ func (f *File) readAhead(from, size int64) {
 	}()
 }
 
+// checkFlags refuses a change the file's flags forbid (checkModify);
+// appending, if set, says whether the change only appends to a file of the
+// given size. Called with the file's lock held exclusively.
+func (f *File) checkFlags(appending func(size int64) bool) error {
+	return f.fsys.locked(func() error {
+		return checkModify(f.in, appending != nil && appending(f.in.rec.Size))
+	})
+}
+
+// appendOnly is checkFlags' appending for changes that never touch data
+// already written (allocation).
+func appendOnly(int64) bool { return true }
+
 // mutate runs fn with the file's lock held exclusively and the commit gate
 // held shared; fn takes fs.mu itself where needed. On ENOSPC caused by
 // blocks waiting for a commit (or for the reaper to free deleted files), it
@@ -363,6 +380,9 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 		return 0, f.err("write", err)
 	}
 	err := f.mutate("write", func(op *opState) error {
+		if err := f.checkFlags(func(size int64) bool { return off == size }); err != nil {
+			return err
+		}
 		if err := f.fsys.writeLocked(op, f.in, p, off); err != nil {
 			return err
 		}
@@ -382,6 +402,9 @@ func (f *File) Truncate(size int64) error {
 		return f.err("truncate", err)
 	}
 	return f.mutate("truncate", func(op *opState) error {
+		if err := f.checkFlags(nil); err != nil {
+			return err
+		}
 		fsys := f.fsys
 		var old int64
 		fsys.locked(func() error { old = f.in.rec.Size; return nil })
@@ -445,6 +468,9 @@ func (f *File) PunchHole(off, length int64) error {
 		return f.err("punch", err)
 	}
 	return f.mutate("punch", func(op *opState) error {
+		if err := f.checkFlags(nil); err != nil {
+			return err
+		}
 		if err := f.zeroEdges(op, off, length); err != nil {
 			return err
 		}
@@ -479,6 +505,9 @@ func (f *File) zeroRange(off, length int64, keepSize bool) error {
 		return f.err("zero range", err)
 	}
 	return f.mutate("zero range", func(op *opState) error {
+		if err := f.checkFlags(nil); err != nil {
+			return err
+		}
 		fsys := f.fsys
 		first, end := fullBlocks(off, length)
 		if err := fsys.locked(func() error {
@@ -519,6 +548,9 @@ func (f *File) allocate(off, length int64, keepSize bool) error {
 		return f.err("allocate", err)
 	}
 	return f.mutate("allocate", func(op *opState) error {
+		if err := f.checkFlags(appendOnly); err != nil {
+			return err
+		}
 		fsys := f.fsys
 		return fsys.locked(func() error {
 			b0 := uint64(off) / BlockSize
@@ -569,6 +601,9 @@ func (f *File) UnshareRange(off, length int64) error {
 		return f.err("unshare", err)
 	}
 	return f.mutate("unshare", func(op *opState) error {
+		if err := f.checkFlags(nil); err != nil {
+			return err
+		}
 		fsys := f.fsys
 		b0 := uint64(off) / BlockSize
 		b1 := (uint64(off+length) + BlockSize - 1) / BlockSize
@@ -671,7 +706,10 @@ func (f *File) pairOp(opName string, src *File, fn func(op *opState) error) erro
 	unlock := lockPair(f.in, src.in)
 	fsys.gate.RLock()
 	op := &opState{}
-	err := fn(op)
+	err := f.checkFlags(nil)
+	if err == nil {
+		err = fn(op)
+	}
 	fsys.finish(op)
 	fsys.gate.RUnlock()
 	unlock()

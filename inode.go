@@ -65,6 +65,7 @@ func (fsys *FS) attrOf(in *inode) Attr {
 		Ino: in.ino, Gen: r.Gen, Mode: r.Mode, Nlink: r.Nlink, Uid: r.Uid, Gid: r.Gid, Rdev: r.Rdev,
 		Size: r.Size, Blocks: int64(r.Blocks) * (BlockSize / 512),
 		Atime: time.Unix(0, r.Atime), Mtime: time.Unix(0, r.Mtime), Ctime: time.Unix(0, r.Ctime), Btime: time.Unix(0, r.Btime),
+		Flags: r.Flags,
 	}
 }
 
@@ -222,6 +223,9 @@ func (fsys *FS) newInode(dir *inode, name string, mode, rdev uint32, o Owner) (*
 	if dir.rec.Nlink == 0 {
 		return nil, syscall.ENOENT // directory was removed
 	}
+	if err := checkEntries(dir, false); err != nil {
+		return nil, err
+	}
 	now := time.Now().UnixNano()
 	ino := fsys.sb.NextIno
 	fsys.sb.NextIno++
@@ -356,6 +360,9 @@ func (fsys *FS) LinkAt(ino, newParent uint64, newName string) (Attr, error) {
 		}
 		if in.rec.Nlink == 0 {
 			return syscall.ENOENT
+		}
+		if err := errors.Join(checkModify(in, false), checkEntries(dir, false)); err != nil {
+			return syscall.EPERM
 		}
 		if _, err := fsys.lookupDirent(newParent, newName); err == nil {
 			return syscall.EEXIST
@@ -497,6 +504,9 @@ func (fsys *FS) remove(parent uint64, name string, wantDir bool) error {
 			}
 			return syscall.EISDIR
 		}
+		if err := errors.Join(checkEntries(dir, true), checkModify(in, false)); err != nil {
+			return syscall.EPERM
+		}
 		if wantDir {
 			empty, err := fsys.dirEmpty(in.ino)
 			if err != nil {
@@ -585,6 +595,9 @@ func (fsys *FS) RenameAt(oldParent uint64, oldName string, newParent uint64, new
 		if flags&RenameExchange != 0 && !exists {
 			return syscall.ENOENT
 		}
+		if err := errors.Join(checkEntries(odir, true), checkEntries(ndir, false), checkModify(src, false)); err != nil {
+			return syscall.EPERM
+		}
 		// A directory cannot move below itself.
 		if isDir(src.rec.Mode) && oldParent != newParent {
 			below, err := fsys.isAncestor(src.ino, newParent)
@@ -602,6 +615,10 @@ func (fsys *FS) RenameAt(oldParent uint64, oldName string, newParent uint64, new
 				return err
 			}
 			defer fsys.putInode(dst)
+			// The target is replaced (or moved, by an exchange).
+			if err := errors.Join(checkEntries(ndir, true), checkModify(dst, false)); err != nil {
+				return syscall.EPERM
+			}
 			if isDir(dst.rec.Mode) && oldParent != newParent && flags&RenameExchange != 0 {
 				below, err := fsys.isAncestor(dst.ino, oldParent)
 				if err != nil {
@@ -731,6 +748,10 @@ func (fsys *FS) SetAttrIno(ino uint64, set SetAttr) (Attr, error) {
 			return err
 		}
 		defer fsys.putInode(in)
+		onlyTouch := set.TimesNow && set.Mode == nil && set.Uid == nil && set.Gid == nil && set.Ctime == nil
+		if err := checkModify(in, onlyTouch); err != nil {
+			return err
+		}
 		now := time.Now()
 		if set.Mode != nil {
 			in.rec.Mode = in.rec.Mode&syscall.S_IFMT | *set.Mode&07777
@@ -874,6 +895,9 @@ func (fsys *FS) SetXattr(ino uint64, name string, value []byte, flags int) error
 		if flags&XattrReplace != 0 && !exists {
 			return syscall.ENODATA
 		}
+		if err := checkModify(in, false); err != nil {
+			return err
+		}
 		in.rec.Ctime = time.Now().UnixNano()
 		return errors.Join(fsys.txn.Set(k, meta.EncodeBytes(k, value)), fsys.saveInode(in))
 	})
@@ -909,6 +933,9 @@ func (fsys *FS) RemoveXattr(ino uint64, name string) error {
 		if _, err := fsys.txn.Get(k); errors.Is(err, kv.ErrNotFound) {
 			return syscall.ENODATA
 		} else if err != nil {
+			return err
+		}
+		if err := checkModify(in, false); err != nil {
 			return err
 		}
 		in.rec.Ctime = time.Now().UnixNano()

@@ -366,6 +366,10 @@ func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *f
 	if t, ok := in.GetCTime(); ok {
 		set.Ctime = &t
 	}
+	// utimes with no times (each *_NOW bit is its time's bit << 3): the
+	// one attribute change an append-only file allows.
+	times := in.Valid & (fuse.FATTR_ATIME | fuse.FATTR_MTIME)
+	set.TimesNow = times != 0 && in.Valid&(fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME_NOW) == times<<3
 	a, err := fs.fsys.SetAttrIno(in.NodeId, set)
 	if err != nil {
 		return fs.status(err)
