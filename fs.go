@@ -122,6 +122,8 @@ type inode struct {
 	refs  int         // opens plus operations in flight; the entry is dropped at 0
 	// atimeDirty: rec.Atime changed by a read and not yet written (in fs.atimeDirty).
 	atimeDirty bool
+	// linkable: an unnamed file from TmpfileAt that LinkAt may name.
+	linkable bool
 }
 
 func pathErr(op, name string, err error) error {

@@ -226,20 +226,34 @@ func (fsys *FS) newInode(dir *inode, name string, mode, rdev uint32, o Owner) (*
 	if err := checkEntries(dir, false); err != nil {
 		return nil, err
 	}
+	in := fsys.allocInode(mode, rdev, o, 1)
+	if isDir(mode) {
+		in.rec.Nlink = 2
+		in.rec.Parent = dir.ino
+		dir.rec.Nlink++
+	}
+	dir.rec.Mtime, dir.rec.Ctime = in.rec.Mtime, in.rec.Ctime
+	err := errors.Join(
+		fsys.saveInode(in),
+		fsys.saveInode(dir),
+		fsys.putDirent(dir.ino, name, meta.Dirent{Ino: in.ino, Type: mode & syscall.S_IFMT}),
+	)
+	return in, err
+}
+
+// allocInode makes a new in-memory inode (reference held) with a fresh
+// number and generation and nlink links; the caller saves it. Called with
+// fs.mu held.
+func (fsys *FS) allocInode(mode, rdev uint32, o Owner, nlink uint32) *inode {
 	now := time.Now().UnixNano()
 	ino := fsys.sb.NextIno
 	fsys.sb.NextIno++
 	gen := fsys.sb.NextGen
 	fsys.sb.NextGen++
 	in := &inode{ino: ino, refs: 1, rec: meta.Inode{
-		Gen: gen, Mode: mode, Nlink: 1, Uid: o.Uid, Gid: o.Gid, Rdev: rdev,
+		Gen: gen, Mode: mode, Nlink: nlink, Uid: o.Uid, Gid: o.Gid, Rdev: rdev,
 		Atime: now, Mtime: now, Ctime: now, Btime: now,
 	}}
-	if isDir(mode) {
-		in.rec.Nlink = 2
-		in.rec.Parent = dir.ino
-		dir.rec.Nlink++
-	}
 	if isReg(mode) {
 		// Inode numbers are never reused, so the store holds no extents
 		// for ino: start with an empty map instead of searching the store
@@ -248,13 +262,7 @@ func (fsys *FS) newInode(dir *inode, name string, mode, rdev uint32, o Owner) (*
 	}
 	fsys.inodes[ino] = in
 	fsys.inodeCount++
-	dir.rec.Mtime, dir.rec.Ctime = now, now
-	err := errors.Join(
-		fsys.saveInode(in),
-		fsys.saveInode(dir),
-		fsys.putDirent(dir.ino, name, meta.Dirent{Ino: ino, Type: mode & syscall.S_IFMT}),
-	)
-	return in, err
+	return in
 }
 
 // Mknod creates a regular file, FIFO, socket or device node.
@@ -358,7 +366,7 @@ func (fsys *FS) LinkAt(ino, newParent uint64, newName string) (Attr, error) {
 		if isDir(in.rec.Mode) {
 			return syscall.EPERM
 		}
-		if in.rec.Nlink == 0 {
+		if in.rec.Nlink == 0 && !in.linkable {
 			return syscall.ENOENT
 		}
 		if err := errors.Join(checkModify(in, false), checkEntries(dir, false)); err != nil {
@@ -369,6 +377,7 @@ func (fsys *FS) LinkAt(ino, newParent uint64, newName string) (Attr, error) {
 		}
 		now := time.Now().UnixNano()
 		in.rec.Nlink++
+		in.linkable = false // as Linux: a tmpfile is linkable once
 		in.rec.Ctime = now
 		dir.rec.Mtime, dir.rec.Ctime = now, now
 		if err := fsys.txn.Delete(meta.OrphanKey(ino)); err != nil {

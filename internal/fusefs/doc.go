@@ -90,6 +90,14 @@
 // before every change, so a copy_file_range or write into a known file is
 // one request.
 //
+// # Unnamed files
+//
+// open(2) with O_TMPFILE arrives as FUSE_TMPFILE and is served by
+// FS.TmpfileAt: an open file with no links, recorded as an orphan. linkat(2)
+// of it (AT_EMPTY_PATH, or through /proc/self/fd) arrives as an ordinary
+// LINK of its node; the kernel refuses it for O_EXCL tmpfiles, and so does
+// the engine.
+//
 // # Limits
 //
 //   - syncfs(2) never reaches a FUSE daemon (the kernel forwards FUSE_SYNCFS
@@ -100,7 +108,6 @@
 //     mapped inode, one copy per clone.
 //   - FICLONE fails with EOPNOTSUPP, so `cp --reflink=always` fails; plain
 //     cp (reflink=auto) falls back to copy_file_range, which reflinks.
-//   - O_TMPFILE is not supported (the engine has no anonymous create).
 //
 // # Errors
 //

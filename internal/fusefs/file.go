@@ -68,6 +68,31 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name str
 	return fuse.OK
 }
 
+// Tmpfile serves open(2) with O_TMPFILE: an unnamed open file in directory
+// in.NodeId that linkat(2) may name later (a LINK request of its node).
+func (fs *fileSystem) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	if fs.readOnly() {
+		return fuse.EROFS
+	}
+	n, st := fs.prepareNew(in.NodeId, in.Caller, in.Mode&07777|syscall.S_IFREG, in.Umask)
+	if !st.Ok() {
+		return st
+	}
+	flag := engineFlags(in.Flags) | int(in.Flags&syscall.O_EXCL)
+	f, a, err := fs.fsys.TmpfileAt(in.NodeId, n.mode&07777, n.owner, flag)
+	if err != nil {
+		return fs.status(err)
+	}
+	if st := fs.finishNew(a.Ino, n); !st.Ok() {
+		_ = f.Close()
+		return st
+	}
+	fs.fillEntry(&out.EntryOut, &a)
+	out.Fh = fs.addFile(&fileHandle{f: f, ino: a.Ino, flags: in.Flags})
+	out.OpenFlags = openFlags(in.Flags)
+	return fuse.OK
+}
+
 func (fs *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	fs.handlesMu.Lock()
 	h := fs.files[in.Fh]

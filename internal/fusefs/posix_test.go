@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"syscall"
@@ -125,4 +126,85 @@ func TestAtimeThroughMount(t *testing.T) {
 			}
 		})
 	}
+}
+
+// O_TMPFILE: an unnamed file that linkat(2) can name (by AT_EMPTY_PATH or
+// through /proc/self/fd), or that vanishes with its space at close.
+func TestTmpfileThroughMount(t *testing.T) {
+	requireTool(t, "xfs_io")
+	m := mountFresh(t)
+	sh(t, "mkdir "+m.path("d"))
+	// xfs_io -T opens the directory with O_TMPFILE; flink links it.
+	run(t, "xfs_io", "-T", "-c", "pwrite -q -S 0x61 0 64k", "-c", "flink "+m.path("d/linked"), m.path("d"))
+	if got := readFile(t, m.path("d/linked")); len(got) != 64<<10 || got[0] != 'a' || got[len(got)-1] != 'a' {
+		t.Errorf("linked tmpfile holds %d bytes", len(got))
+	}
+	fd, err := unix.Open(m.path("d"), unix.O_TMPFILE|unix.O_RDWR, 0o640)
+	if err != nil {
+		t.Fatalf("open O_TMPFILE: %v", err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Pwrite(fd, []byte("hello"), 0); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Nlink != 0 || st.Size != 5 || st.Mode != unix.S_IFREG|0o640 {
+		t.Errorf("tmpfile fstat: nlink %d size %d mode %o", st.Nlink, st.Size, st.Mode)
+	}
+	if ents, err := os.ReadDir(m.path("d")); err != nil || len(ents) != 1 {
+		t.Errorf("directory lists %v (%v); want only the linked file", ents, err)
+	}
+	if err := unix.Linkat(fd, "", unix.AT_FDCWD, m.path("d/byfd"), unix.AT_EMPTY_PATH); err != nil {
+		t.Fatalf("linkat AT_EMPTY_PATH: %v", err)
+	}
+	if got := string(readFile(t, m.path("d/byfd"))); got != "hello" {
+		t.Errorf("linked by fd: %q", got)
+	}
+	if err := unix.Fstat(fd, &st); err != nil || st.Nlink != 1 {
+		t.Errorf("after linkat: nlink %d, err %v", st.Nlink, err)
+	}
+
+	// Through /proc/self/fd, as glibc's programs do without CAP_DAC_READ_SEARCH.
+	fd2, err := unix.Open(m.path("d"), unix.O_TMPFILE|unix.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd2)
+	if err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd2), unix.AT_FDCWD, m.path("d/byproc"), unix.AT_SYMLINK_FOLLOW); err != nil {
+		t.Fatalf("linkat via /proc/self/fd: %v", err)
+	}
+
+	// O_EXCL: never linkable.
+	fd3, err := unix.Open(m.path("d"), unix.O_TMPFILE|unix.O_WRONLY|unix.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd3)
+	if err := unix.Linkat(fd3, "", unix.AT_FDCWD, m.path("d/excl"), unix.AT_EMPTY_PATH); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("linkat of an O_EXCL tmpfile: %v, want ENOENT", err)
+	}
+
+	// Never linked: its space comes back at close.
+	base := m.fsys.Stats().UsedBytes
+	fd4, err := unix.Open(m.path("d"), unix.O_TMPFILE|unix.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Pwrite(fd4, make([]byte, 4<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	if used := m.fsys.Stats().UsedBytes; used < base+4<<20 {
+		t.Errorf("used %d after writing 4 MiB to a tmpfile, %d before", used, base)
+	}
+	unix.Close(fd4)
+	if err := m.fsys.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if used := m.fsys.Stats().UsedBytes; used > base {
+		t.Errorf("used %d after closing the unlinked tmpfile, %d before", used, base)
+	}
+	fsckClean(t, m)
 }
