@@ -12,8 +12,9 @@ cd "$(dirname "$0")/.."
 
 need_go
 # -race needs cgo (gcc, libc headers); the tests drive xfs_io, setfattr/getfattr,
-# fio and fincore against real mounts.
-need gcc:gcc /usr/include/stdio.h:libc6-dev xfs_io:xfsprogs setfattr:attr fio:fio fincore:util-linux
+# fio, fincore, chattr/lsattr and setpriv against real mounts.
+need gcc:gcc /usr/include/stdio.h:libc6-dev xfs_io:xfsprogs setfattr:attr fio:fio fincore:util-linux \
+	chattr:e2fsprogs setpriv:util-linux
 if [ "$(id -u)" = 0 ] && [ ! -e /dev/fuse ] && command -v modprobe >/dev/null 2>&1; then
 	modprobe fuse || true
 fi
