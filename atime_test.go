@@ -150,3 +150,42 @@ func TestAtimePolicies(t *testing.T) {
 		fsys.Close()
 	}
 }
+
+// A tree clone reads its source without touching the source's atimes,
+// and gives every copy the atime of its original.
+func TestAtimeTreeClone(t *testing.T) {
+	fsys, _ := newFSWith(t, reflinkfs.AtimeRelative)
+	d, err := fsys.MkdirAt(reflinkfs.RootIno, "src", 0o755, reflinkfs.Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, fsys, "src/f", []byte("data"))
+	l, err := fsys.SymlinkAt(d.Ino, "l", "f", reflinkfs.Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa, err := fsys.Lookup(d.Ino, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two days old: any access would update them under relatime.
+	want := map[string]time.Time{}
+	for name, ino := range map[string]uint64{".": d.Ino, "f": fa.Ino, "l": l.Ino} {
+		want[name] = setTimes(t, fsys, ino, 48*time.Hour, 72*time.Hour, 72*time.Hour)
+	}
+	root, err := fsys.CloneTreeIno(d.Ino, reflinkfs.RootIno, "dst", reflinkfs.CloneTreeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, w := range want {
+		for _, dir := range []uint64{d.Ino, root.Ino} {
+			a, err := fsys.Lookup(dir, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !a.Atime.Equal(w) {
+				t.Errorf("%s in inode %d: atime %v, want %v", name, dir, a.Atime, w)
+			}
+		}
+	}
+}

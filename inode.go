@@ -318,8 +318,13 @@ func (fsys *FS) create(opName string, parent uint64, name string, mode, rdev uin
 	return a, pathErr(opName, name, err)
 }
 
-// ReadlinkIno returns a symlink's target.
-func (fsys *FS) ReadlinkIno(ino uint64) (string, error) {
+// ReadlinkIno returns a symlink's target; reading it is an access (atime
+// policy).
+func (fsys *FS) ReadlinkIno(ino uint64) (string, error) { return fsys.readlink(ino, true) }
+
+// readlink is ReadlinkIno; access says whether the read counts as an
+// access (the tree clone's reads do not).
+func (fsys *FS) readlink(ino uint64, access bool) (string, error) {
 	var target string
 	err := fsys.readMeta(func() error {
 		in, err := fsys.getInode(ino)
@@ -340,7 +345,9 @@ func (fsys *FS) ReadlinkIno(ino uint64) (string, error) {
 			return fmt.Errorf("%v: %w", err, syscall.EIO)
 		}
 		target = string(b)
-		fsys.accessed(in)
+		if access {
+			fsys.accessed(in)
+		}
 		return nil
 	})
 	return target, pathErr("readlink", inoName(ino), err)
@@ -715,15 +722,22 @@ func (fsys *FS) eachName(prefix byte, ino uint64, fn func(name string, k, v []by
 	return nil
 }
 
-// ReadDirIno lists a directory (without "." and "..") in name order.
-func (fsys *FS) ReadDirIno(ino uint64) ([]DirEntry, error) {
+// ReadDirIno lists a directory (without "." and "..") in name order; the
+// listing is an access (atime policy).
+func (fsys *FS) ReadDirIno(ino uint64) ([]DirEntry, error) { return fsys.readDir(ino, true) }
+
+// readDir is ReadDirIno; access says whether the listing counts as an
+// access (the tree clone's reads do not).
+func (fsys *FS) readDir(ino uint64, access bool) ([]DirEntry, error) {
 	var out []DirEntry
 	err := fsys.readMeta(func() error {
 		dir, err := fsys.getDir(ino)
 		if err != nil {
 			return err
 		}
-		fsys.accessed(dir)
+		if access {
+			fsys.accessed(dir)
+		}
 		fsys.putInode(dir)
 		return fsys.eachName(meta.PrefixDirent, ino, func(name string, k, v []byte) error {
 			d, err := meta.DecodeDirent(k, v)
