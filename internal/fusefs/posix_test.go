@@ -85,6 +85,10 @@ func fsckClean(t *testing.T, m *testMount) {
 	}
 }
 
+// noatime mounts without atime updates, for tests that read files whose
+// atimes they compare.
+func noatime(c *mountConfig) { c.engine.Atime = reflinkfs.AtimeNever }
+
 // statAtime returns stat(1)'s atime of path, in nanoseconds as text.
 func statAtime(t *testing.T, path string) string {
 	t.Helper()
