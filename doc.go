@@ -37,7 +37,8 @@
 // # Access times
 //
 // Reads of file data, directory listings and symlink targets update atime
-// by Options.Atime (relatime by default, as Linux). The new atime changes
+// by Options.Atime (relatime by default, as Linux), except reads through a
+// File opened with O_NOATIME and a tree clone's reads. The new atime changes
 // only the in-memory inode, which is queued and written by the next commit:
 // a read never adds to the transaction itself (atime.go).
 //

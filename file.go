@@ -35,7 +35,9 @@ func (f *File) writable() bool { return f.flag&syscall.O_ACCMODE != syscall.O_RD
 func (f *File) err(op string, err error) error { return pathErr(op, f.name, err) }
 
 // OpenIno opens inode ino. flag is an os.O_* access mode with optional
-// O_TRUNC; directories and special files can be opened read-only for Stat.
+// O_TRUNC, O_APPEND (needed to write an append-only file) and O_NOATIME
+// (reads through the file leave atime alone); directories and special files
+// can be opened read-only for Stat and ReadDir.
 func (fsys *FS) OpenIno(ino uint64, flag int) (*File, error) {
 	return fsys.openIno(ino, flag, true)
 }
@@ -187,18 +189,27 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // sizeForRead returns the file's size for a read of n bytes and records
-// the access (atime policy) under the same lock. Called with the file's
-// lock held.
+// the access (atime policy; none if opened with O_NOATIME) under the same
+// lock. Called with the file's lock held.
 func (f *File) sizeForRead(n int) int64 {
 	var size int64
 	f.fsys.readMeta(func() error {
 		size = f.in.rec.Size
-		if n > 0 {
+		if n > 0 && f.flag&syscall.O_NOATIME == 0 {
 			f.fsys.accessed(f.in)
 		}
 		return nil
 	})
 	return size
+}
+
+// ReadDir lists the open directory as ReadDirIno does; the listing is an
+// access unless the directory was opened with O_NOATIME.
+func (f *File) ReadDir() ([]DirEntry, error) {
+	if err := f.checkOpen(); err != nil {
+		return nil, f.err("readdir", err)
+	}
+	return f.fsys.readDir(f.in.ino, f.flag&syscall.O_NOATIME == 0)
 }
 
 // checkRead checks a read of n bytes at off: file open and readable, off

@@ -226,7 +226,7 @@ func (fs *fileSystem) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse
 	}
 	// An engine open keeps the inode alive if the directory is removed
 	// while open, so fstat still answers (nlink 0), as for files.
-	f, err := fs.fsys.OpenIno(in.NodeId, syscall.O_RDONLY)
+	f, err := fs.fsys.OpenIno(in.NodeId, engineFlags(in.Flags)&syscall.O_NOATIME|syscall.O_RDONLY)
 	if err != nil {
 		return fs.status(err)
 	}
@@ -253,7 +253,7 @@ func (fs *fileSystem) listing(h *dirHandle, offset uint64) ([]reflinkfs.DirEntry
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.entries == nil || offset == 0 {
-		list, err := fs.fsys.ReadDirIno(h.ino)
+		list, err := h.f.ReadDir()
 		if err != nil {
 			return nil, fs.status(err)
 		}

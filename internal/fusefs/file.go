@@ -25,11 +25,12 @@ func openFlags(flags uint32) uint32 {
 }
 
 // engineFlags keeps the open flags the engine should see: the access mode,
-// and O_APPEND (an append-only file takes only appending writers). The
-// kernel computes positions and handles O_TRUNC with a setattr; O_DIRECT,
-// O_SYNC and friends mean nothing to the engine.
+// O_APPEND (an append-only file takes only appending writers) and O_NOATIME
+// (the kernel checked the caller may use it). The kernel computes positions
+// and handles O_TRUNC with a setattr; O_DIRECT, O_SYNC and friends mean
+// nothing to the engine.
 func engineFlags(flags uint32) int {
-	return int(flags & (syscall.O_ACCMODE | syscall.O_APPEND))
+	return int(flags & (syscall.O_ACCMODE | syscall.O_APPEND | syscall.O_NOATIME))
 }
 
 func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {

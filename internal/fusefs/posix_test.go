@@ -127,6 +127,25 @@ func TestAtimeThroughMount(t *testing.T) {
 				if (second != first) != c.repeat {
 					t.Errorf("%s: atime %s -> %s after a second read; want updated %v", r.read[0], first, second, c.repeat)
 				}
+				// A read through a descriptor opened with O_NOATIME never updates.
+				sh(t, "touch -a -d @0 "+r.path) // atime older than mtime: due by every policy
+				old := statAtime(t, r.path)
+				fd, err := unix.Open(r.path, unix.O_RDONLY|unix.O_NOATIME, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.path == d {
+					_, err = unix.Getdents(fd, make([]byte, 4096))
+				} else {
+					_, err = unix.Read(fd, make([]byte, 64))
+				}
+				unix.Close(fd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := statAtime(t, r.path); got != old {
+					t.Errorf("%s with O_NOATIME: atime %s -> %s", r.read[0], old, got)
+				}
 			}
 		})
 	}
