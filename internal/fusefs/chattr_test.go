@@ -175,29 +175,40 @@ func TestChattrNeedsCapability(t *testing.T) {
 	run(t, "chattr", "-i", p)
 }
 
-// The daemon's own check reads the caller's effective capabilities.
+// The daemon's own check reads the caller's effective capabilities, in
+// the daemon's user namespace only.
 func TestHasCapability(t *testing.T) {
 	requireTool(t, "setpriv")
+	requireTool(t, "unshare")
 	if !hasCapability(uint32(os.Getpid()), capLinuxImmutable) {
 		t.Fatal("root test process lacks CAP_LINUX_IMMUTABLE")
 	}
-	cmd := exec.Command("setpriv", "--bounding-set=-linux_immutable", "--inh-caps=-linux_immutable", "sleep", "60")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	// setpriv execs sleep in the same process; wait until it has.
-	for {
-		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
-		if err != nil {
+	for _, c := range []struct {
+		why  string
+		args []string
+	}{
+		{"without CAP_LINUX_IMMUTABLE", []string{"setpriv", "--bounding-set=-linux_immutable", "--inh-caps=-linux_immutable", "sleep", "60"}},
+		{"root of a child user namespace", []string{"unshare", "-r", "sleep", "60"}},
+	} {
+		cmd := exec.Command(c.args[0], c.args[1:]...)
+		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		if strings.TrimSpace(string(comm)) == "sleep" {
-			break
+		// The wrapper execs sleep in the same process; wait until it has.
+		for {
+			comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cmd.Process.Pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.TrimSpace(string(comm)) == "sleep" {
+				break
+			}
 		}
-	}
-	if hasCapability(uint32(cmd.Process.Pid), capLinuxImmutable) {
-		t.Error("a process without CAP_LINUX_IMMUTABLE has it, says hasCapability")
+		if hasCapability(uint32(cmd.Process.Pid), capLinuxImmutable) {
+			t.Errorf("a process %s has CAP_LINUX_IMMUTABLE, says hasCapability", c.why)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
 	}
 	if hasCapability(0, capLinuxImmutable) {
 		t.Error("pid 0 (unknown caller) has the capability")

@@ -124,12 +124,20 @@ func xToFlags(x uint32) uint32 {
 }
 
 // hasCapability reports whether thread tid has capability c in its
-// effective set (/proc/TID/status CapEff). Unknown means no.
+// effective set (/proc/TID/status CapEff) in the daemon's user namespace:
+// root of a child namespace has it only there, and the kernel checks it
+// in the mount's. Unknown means no.
 func hasCapability(tid uint32, c uint) bool {
 	if tid == 0 {
 		return false
 	}
-	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(tid), 10) + "/status")
+	dir := "/proc/" + strconv.FormatUint(uint64(tid), 10)
+	theirs, err := os.Readlink(dir + "/ns/user")
+	ours, oerr := os.Readlink("/proc/self/ns/user")
+	if err != nil || oerr != nil || theirs != ours {
+		return false
+	}
+	b, err := os.ReadFile(dir + "/status")
 	if err != nil {
 		return false
 	}
