@@ -15,6 +15,10 @@
 // (open_by_handle_at) by looking up "." in a node (answered from GetAttr) and
 // ".." of a directory (answered by the engine's Lookup of "..").
 //
+// Every open, of a file or a directory, is an open engine File: an inode
+// removed while open (unlink, rmdir, rename over it) stays an orphan with
+// nlink 0 until its last release, so fstat of it still answers.
+//
 // # Caching and timeouts
 //
 // Regular files are opened with FOPEN_DIRECT_IO (and
@@ -60,6 +64,11 @@
 // copy_file_range arrives as FUSE_COPY_FILE_RANGE and is served
 // by File.CopyRange (reflink when aligned), capped below 4 GiB per call
 // because the reply carries a 32-bit count.
+//
+// The standard inode-flag ioctls (chattr, lsattr: FS_IOC_GETFLAGS,
+// FS_IOC_SETFLAGS, FS_IOC_FSGETXATTR, FS_IOC_FSSETXATTR) reach the daemon
+// as FUSE_IOCTL on a private open the kernel makes; fileattr.go serves them
+// (immutable and append-only; the engine enforces them).
 //
 // The tree clone ioctl is issued on a directory (CAP_IOCTL_DIR is
 // negotiated): it clones a source directory's whole tree under a new name
