@@ -38,7 +38,24 @@ type Options struct {
 	// Storage replaces the image directory's data file and metadata
 	// filesystem; fault-injection tests use it to record and replay writes.
 	Storage *Storage
+	// Atime says when reads update access times. Default AtimeRelative.
+	Atime AtimePolicy
 }
+
+// AtimePolicy says when a read (of file data, a directory listing or a
+// symlink target) updates the inode's access time, as mount(8)'s relatime,
+// strictatime and noatime.
+type AtimePolicy int
+
+const (
+	// AtimeRelative updates atime when it is not newer than mtime or
+	// ctime, or is at least a day old (Linux's relatime rule).
+	AtimeRelative AtimePolicy = iota
+	// AtimeStrict updates atime on every read.
+	AtimeStrict
+	// AtimeNever never updates atime on reads.
+	AtimeNever
+)
 
 // Storage supplies the backing stores of an image (see Options.Storage).
 // The image directory still holds the marker and lock files.
@@ -115,6 +132,7 @@ type Attr struct {
 	Mtime  time.Time
 	Ctime  time.Time
 	Btime  time.Time
+	Flags  uint32 // FlagImmutable, FlagAppend
 }
 
 // SetAttr lists attribute changes; nil fields are left alone.
@@ -126,6 +144,9 @@ type SetAttr struct {
 	Atime *time.Time
 	Mtime *time.Time
 	Ctime *time.Time // set explicitly (otherwise ctime becomes now on any change)
+	// TimesNow says Atime and Mtime are the current time (utimes with no
+	// times): the one attribute change an append-only file allows.
+	TimesNow bool
 }
 
 // Owner is the uid and gid given to a new inode.

@@ -34,6 +34,14 @@
 // built on it. Errors are *fs.PathError wrapping a syscall.Errno; use
 // errors.As to get the errno.
 //
+// # Access times
+//
+// Reads of file data, directory listings and symlink targets update atime
+// by Options.Atime (relatime by default, as Linux), except reads through a
+// File opened with O_NOATIME and a tree clone's reads. The new atime changes
+// only the in-memory inode, which is queued and written by the next commit:
+// a read never adds to the transaction itself (atime.go).
+//
 // # Reads and deletes
 //
 // File.ReadView hands out a read as slices of the cache's frames, pinned

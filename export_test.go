@@ -39,3 +39,10 @@ func (fsys *FS) HoldReaper() (release func()) {
 func SetReapLimits(threshold, chunk int) (restore func()) {
 	return tuning.SetReap(threshold, chunk)
 }
+
+// TxnEmpty reports whether the running transaction holds no change.
+func (fsys *FS) TxnEmpty() bool {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	return fsys.txn.Empty()
+}

@@ -37,7 +37,9 @@ func (f *File) writable() bool { return f.flag&syscall.O_ACCMODE != syscall.O_RD
 func (f *File) err(op string, err error) error { return pathErr(op, f.name, err) }
 
 // OpenIno opens inode ino. flag is an os.O_* access mode with optional
-// O_TRUNC; directories and special files can be opened read-only for Stat.
+// O_TRUNC, O_APPEND (needed to write an append-only file) and O_NOATIME
+// (reads through the file leave atime alone); directories and special files
+// can be opened read-only for Stat and ReadDir.
 func (fsys *FS) OpenIno(ino uint64, flag int) (*File, error) {
 	return fsys.openIno(ino, flag, true)
 }
@@ -62,6 +64,10 @@ func (fsys *FS) openIno(ino uint64, flag int, truncate bool) (*File, error) {
 				return syscall.EISDIR
 			}
 			return syscall.EINVAL
+		}
+		if err := checkOpenFlags(in, flag); err != nil {
+			fsys.putInode(in)
+			return err
 		}
 		in.opens++
 		f = &File{fsys: fsys, in: in, name: inoName(ino), flag: flag}
@@ -171,8 +177,7 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	}
 	f.in.lock.RLock()
 	defer f.in.lock.RUnlock()
-	var size int64
-	f.fsys.readMeta(func() error { size = f.in.rec.Size; return nil })
+	size := f.sizeForRead(len(p))
 	if off >= size {
 		if len(p) == 0 {
 			return 0, nil
@@ -188,6 +193,30 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// sizeForRead returns the file's size for a read of n bytes and records
+// the access (atime policy; none if opened with O_NOATIME) under the same
+// lock. Called with the file's lock held.
+func (f *File) sizeForRead(n int) int64 {
+	var size int64
+	f.fsys.readMeta(func() error {
+		size = f.in.rec.Size
+		if n > 0 && f.flag&syscall.O_NOATIME == 0 {
+			f.fsys.accessed(f.in)
+		}
+		return nil
+	})
+	return size
+}
+
+// ReadDir lists the open directory as ReadDirIno does; the listing is an
+// access unless the directory was opened with O_NOATIME.
+func (f *File) ReadDir() ([]DirEntry, error) {
+	if err := f.checkOpen(); err != nil {
+		return nil, f.err("readdir", err)
+	}
+	return f.fsys.readDir(f.in.ino, f.flag&syscall.O_NOATIME == 0)
 }
 
 // checkRead checks a read of n bytes at off: file open and readable, off
@@ -256,6 +285,19 @@ func (f *File) readAhead(from, size int64) {
 		}
 	}()
 }
+
+// checkFlags refuses a change the file's flags forbid (checkModify);
+// appending, if set, says whether the change only appends to a file of the
+// given size. Called with the file's lock held exclusively.
+func (f *File) checkFlags(appending func(size int64) bool) error {
+	return f.fsys.locked(func() error {
+		return checkModify(f.in, appending != nil && appending(f.in.rec.Size))
+	})
+}
+
+// appendOnly is checkFlags' appending for changes that never touch data
+// already written (allocation).
+func appendOnly(int64) bool { return true }
 
 // mutate runs fn with the file's lock held exclusively and the commit gate
 // held shared; fn takes fs.mu itself where needed. On ENOSPC caused by
@@ -356,6 +398,9 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 		return 0, f.err("write", err)
 	}
 	err := f.mutate("write", func(op *opState) error {
+		if err := f.checkFlags(func(size int64) bool { return off == size }); err != nil {
+			return err
+		}
 		if err := f.fsys.writeLocked(op, f.in, p, off); err != nil {
 			return err
 		}
@@ -375,6 +420,9 @@ func (f *File) Truncate(size int64) error {
 		return f.err("truncate", err)
 	}
 	return f.mutate("truncate", func(op *opState) error {
+		if err := f.checkFlags(nil); err != nil {
+			return err
+		}
 		fsys := f.fsys
 		var old int64
 		fsys.locked(func() error { old = f.in.rec.Size; return nil })
@@ -438,6 +486,9 @@ func (f *File) PunchHole(off, length int64) error {
 		return f.err("punch", err)
 	}
 	return f.mutate("punch", func(op *opState) error {
+		if err := f.checkFlags(nil); err != nil {
+			return err
+		}
 		if err := f.zeroEdges(op, off, length); err != nil {
 			return err
 		}
@@ -472,6 +523,9 @@ func (f *File) zeroRange(off, length int64, keepSize bool) error {
 		return f.err("zero range", err)
 	}
 	return f.mutate("zero range", func(op *opState) error {
+		if err := f.checkFlags(nil); err != nil {
+			return err
+		}
 		fsys := f.fsys
 		first, end := fullBlocks(off, length)
 		if err := fsys.locked(func() error {
@@ -512,6 +566,9 @@ func (f *File) allocate(off, length int64, keepSize bool) error {
 		return f.err("allocate", err)
 	}
 	return f.mutate("allocate", func(op *opState) error {
+		if err := f.checkFlags(appendOnly); err != nil {
+			return err
+		}
 		fsys := f.fsys
 		return fsys.locked(func() error {
 			b0 := uint64(off) / BlockSize
@@ -562,6 +619,9 @@ func (f *File) UnshareRange(off, length int64) error {
 		return f.err("unshare", err)
 	}
 	return f.mutate("unshare", func(op *opState) error {
+		if err := f.checkFlags(nil); err != nil {
+			return err
+		}
 		fsys := f.fsys
 		b0 := uint64(off) / BlockSize
 		b1 := (uint64(off+length) + BlockSize - 1) / BlockSize
@@ -664,7 +724,10 @@ func (f *File) pairOp(opName string, src *File, fn func(op *opState) error) erro
 	unlock := lockPair(f.in, src.in)
 	fsys.gate.RLock()
 	op := &opState{}
-	err := fn(op)
+	err := f.checkFlags(nil)
+	if err == nil {
+		err = fn(op)
+	}
 	fsys.finish(op)
 	fsys.gate.RUnlock()
 	unlock()

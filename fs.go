@@ -86,7 +86,10 @@ type FS struct {
 	snapshots, snapshotBlocks int64
 	snapRefs                  *refTree
 	inodeCount                int64
-	closed                    bool
+	// atimeDirty holds inodes whose atime a read changed since the last
+	// commit; commit writes them (see accessed).
+	atimeDirty []*inode
+	closed     bool
 	// sbRebuilt is set when Recovery rebuilt a damaged superblock; Fsck
 	// reports it and repair writes it.
 	sbRebuilt bool
@@ -124,6 +127,10 @@ type inode struct {
 	ext   *extentTree // extent map, loaded on first use (regular files)
 	opens int         // open Files
 	refs  int         // opens plus operations in flight; the entry is dropped at 0
+	// atimeDirty: rec.Atime changed by a read and not yet written (in fs.atimeDirty).
+	atimeDirty bool
+	// linkable: an unnamed file from TmpfileAt that LinkAt may name.
+	linkable bool
 }
 
 func pathErr(op, name string, err error) error {
@@ -653,6 +660,9 @@ func (fsys *FS) commitLocked() error {
 	// 1. Data: every dirty frame belongs to a fresh block of this transaction.
 	if err := fsys.cache.FlushDirty(0, ^uint64(0), fsys.writeBackRun); err != nil {
 		return fmt.Errorf("writing back data: %w", err)
+	}
+	if err := fsys.saveAccessTimes(); err != nil {
+		return err
 	}
 	fsys.crcMu.Lock()
 	pending := make(map[uint64]uint32, len(fsys.pendingCRC))

@@ -774,6 +774,9 @@ func (s *fsckState) checkInodes() error {
 			s.setInode(ino)
 		}
 		if isDir(in.Mode) {
+			if _, named := s.dirParent[ino]; !named && s.orphans[ino] {
+				continue // removed while open: checked with the orphans below
+			}
 			if parent, ok := s.dirParent[ino]; ok && parent != in.Parent {
 				s.problem("directory %d records parent %d, its entry is in %d", ino, in.Parent, parent)
 				in.Parent = parent
@@ -815,7 +818,7 @@ func (s *fsckState) checkInodes() error {
 func (s *fsckState) checkTree() {
 	reaches := map[uint64]bool{RootIno: true}
 	for _, ino := range slices.Sorted(maps.Keys(s.inodes)) {
-		if !isDir(s.inodes[ino].Mode) {
+		if !isDir(s.inodes[ino].Mode) || s.orphans[ino] { // removed while open
 			continue
 		}
 		var path []uint64

@@ -65,6 +65,7 @@ func (fsys *FS) attrOf(in *inode) Attr {
 		Ino: in.ino, Gen: r.Gen, Mode: r.Mode, Nlink: r.Nlink, Uid: r.Uid, Gid: r.Gid, Rdev: r.Rdev,
 		Size: r.Size, Blocks: int64(r.Blocks) * (BlockSize / 512),
 		Atime: time.Unix(0, r.Atime), Mtime: time.Unix(0, r.Mtime), Ctime: time.Unix(0, r.Ctime), Btime: time.Unix(0, r.Btime),
+		Flags: r.Flags,
 	}
 }
 
@@ -222,20 +223,37 @@ func (fsys *FS) newInode(dir *inode, name string, mode, rdev uint32, o Owner) (*
 	if dir.rec.Nlink == 0 {
 		return nil, syscall.ENOENT // directory was removed
 	}
+	if err := checkEntries(dir, false); err != nil {
+		return nil, err
+	}
+	in := fsys.allocInode(mode, rdev, o, 1)
+	if isDir(mode) {
+		in.rec.Nlink = 2
+		in.rec.Parent = dir.ino
+		dir.rec.Nlink++
+	}
+	dir.rec.Mtime, dir.rec.Ctime = in.rec.Mtime, in.rec.Ctime
+	err := errors.Join(
+		fsys.saveInode(in),
+		fsys.saveInode(dir),
+		fsys.putDirent(dir.ino, name, meta.Dirent{Ino: in.ino, Type: mode & syscall.S_IFMT}),
+	)
+	return in, err
+}
+
+// allocInode makes a new in-memory inode (reference held) with a fresh
+// number and generation and nlink links; the caller saves it. Called with
+// fs.mu held.
+func (fsys *FS) allocInode(mode, rdev uint32, o Owner, nlink uint32) *inode {
 	now := time.Now().UnixNano()
 	ino := fsys.sb.NextIno
 	fsys.sb.NextIno++
 	gen := fsys.sb.NextGen
 	fsys.sb.NextGen++
 	in := &inode{ino: ino, refs: 1, rec: meta.Inode{
-		Gen: gen, Mode: mode, Nlink: 1, Uid: o.Uid, Gid: o.Gid, Rdev: rdev,
+		Gen: gen, Mode: mode, Nlink: nlink, Uid: o.Uid, Gid: o.Gid, Rdev: rdev,
 		Atime: now, Mtime: now, Ctime: now, Btime: now,
 	}}
-	if isDir(mode) {
-		in.rec.Nlink = 2
-		in.rec.Parent = dir.ino
-		dir.rec.Nlink++
-	}
 	if isReg(mode) {
 		// Inode numbers are never reused, so the store holds no extents
 		// for ino: start with an empty map instead of searching the store
@@ -244,13 +262,7 @@ func (fsys *FS) newInode(dir *inode, name string, mode, rdev uint32, o Owner) (*
 	}
 	fsys.inodes[ino] = in
 	fsys.inodeCount++
-	dir.rec.Mtime, dir.rec.Ctime = now, now
-	err := errors.Join(
-		fsys.saveInode(in),
-		fsys.saveInode(dir),
-		fsys.putDirent(dir.ino, name, meta.Dirent{Ino: ino, Type: mode & syscall.S_IFMT}),
-	)
-	return in, err
+	return in
 }
 
 // Mknod creates a regular file, FIFO, socket or device node.
@@ -306,8 +318,13 @@ func (fsys *FS) create(opName string, parent uint64, name string, mode, rdev uin
 	return a, pathErr(opName, name, err)
 }
 
-// ReadlinkIno returns a symlink's target.
-func (fsys *FS) ReadlinkIno(ino uint64) (string, error) {
+// ReadlinkIno returns a symlink's target; reading it is an access (atime
+// policy).
+func (fsys *FS) ReadlinkIno(ino uint64) (string, error) { return fsys.readlink(ino, true) }
+
+// readlink is ReadlinkIno; access says whether the read counts as an
+// access (the tree clone's reads do not).
+func (fsys *FS) readlink(ino uint64, access bool) (string, error) {
 	var target string
 	err := fsys.readMeta(func() error {
 		in, err := fsys.getInode(ino)
@@ -328,6 +345,9 @@ func (fsys *FS) ReadlinkIno(ino uint64) (string, error) {
 			return fmt.Errorf("%v: %w", err, syscall.EIO)
 		}
 		target = string(b)
+		if access {
+			fsys.accessed(in)
+		}
 		return nil
 	})
 	return target, pathErr("readlink", inoName(ino), err)
@@ -353,14 +373,18 @@ func (fsys *FS) LinkAt(ino, newParent uint64, newName string) (Attr, error) {
 		if isDir(in.rec.Mode) {
 			return syscall.EPERM
 		}
-		if in.rec.Nlink == 0 {
+		if in.rec.Nlink == 0 && !in.linkable {
 			return syscall.ENOENT
+		}
+		if err := errors.Join(checkModify(in, false), checkEntries(dir, false)); err != nil {
+			return syscall.EPERM
 		}
 		if _, err := fsys.lookupDirent(newParent, newName); err == nil {
 			return syscall.EEXIST
 		}
 		now := time.Now().UnixNano()
 		in.rec.Nlink++
+		in.linkable = false // as Linux: a tmpfile is linkable once
 		in.rec.Ctime = now
 		dir.rec.Mtime, dir.rec.Ctime = now, now
 		if err := fsys.txn.Delete(meta.OrphanKey(ino)); err != nil {
@@ -504,6 +528,9 @@ func (fsys *FS) remove(parent uint64, name string, wantDir bool) error {
 			}
 			return syscall.EISDIR
 		}
+		if err := errors.Join(checkEntries(dir, true), checkModify(in, false)); err != nil {
+			return syscall.EPERM
+		}
 		if wantDir {
 			empty, err := fsys.dirEmpty(in.ino)
 			if err != nil {
@@ -592,6 +619,9 @@ func (fsys *FS) RenameAt(oldParent uint64, oldName string, newParent uint64, new
 		if flags&RenameExchange != 0 && !exists {
 			return syscall.ENOENT
 		}
+		if err := errors.Join(checkEntries(odir, true), checkEntries(ndir, false), checkModify(src, false)); err != nil {
+			return syscall.EPERM
+		}
 		// A directory cannot move below itself.
 		if isDir(src.rec.Mode) && oldParent != newParent {
 			below, err := fsys.isAncestor(src.ino, newParent)
@@ -609,6 +639,10 @@ func (fsys *FS) RenameAt(oldParent uint64, oldName string, newParent uint64, new
 				return err
 			}
 			defer fsys.putInode(dst)
+			// The target is replaced (or moved, by an exchange).
+			if err := errors.Join(checkEntries(ndir, true), checkModify(dst, false)); err != nil {
+				return syscall.EPERM
+			}
 			if isDir(dst.rec.Mode) && oldParent != newParent && flags&RenameExchange != 0 {
 				below, err := fsys.isAncestor(dst.ino, oldParent)
 				if err != nil {
@@ -698,13 +732,21 @@ func (fsys *FS) eachName(prefix byte, ino uint64, fn func(name string, k, v []by
 	return err
 }
 
-// ReadDirIno lists a directory (without "." and "..") in name order.
-func (fsys *FS) ReadDirIno(ino uint64) ([]DirEntry, error) {
+// ReadDirIno lists a directory (without "." and "..") in name order; the
+// listing is an access (atime policy).
+func (fsys *FS) ReadDirIno(ino uint64) ([]DirEntry, error) { return fsys.readDir(ino, true) }
+
+// readDir is ReadDirIno; access says whether the listing counts as an
+// access (the tree clone's reads do not).
+func (fsys *FS) readDir(ino uint64, access bool) ([]DirEntry, error) {
 	var out []DirEntry
 	err := fsys.readMeta(func() error {
 		dir, err := fsys.getDir(ino)
 		if err != nil {
 			return err
+		}
+		if access {
+			fsys.accessed(dir)
 		}
 		fsys.putInode(dir)
 		return fsys.eachName(meta.PrefixDirent, ino, func(name string, k, v []byte) error {
@@ -739,6 +781,10 @@ func (fsys *FS) SetAttrIno(ino uint64, set SetAttr) (Attr, error) {
 			return err
 		}
 		defer fsys.putInode(in)
+		onlyTouch := set.TimesNow && set.Mode == nil && set.Uid == nil && set.Gid == nil && set.Ctime == nil
+		if err := checkModify(in, onlyTouch); err != nil {
+			return err
+		}
 		now := time.Now()
 		if set.Mode != nil {
 			in.rec.Mode = in.rec.Mode&syscall.S_IFMT | *set.Mode&07777
@@ -882,6 +928,9 @@ func (fsys *FS) SetXattr(ino uint64, name string, value []byte, flags int) error
 		if flags&XattrReplace != 0 && !exists {
 			return syscall.ENODATA
 		}
+		if err := checkModify(in, false); err != nil {
+			return err
+		}
 		in.rec.Ctime = time.Now().UnixNano()
 		return errors.Join(fsys.txn.Set(k, meta.EncodeBytes(k, value)), fsys.saveInode(in))
 	})
@@ -917,6 +966,9 @@ func (fsys *FS) RemoveXattr(ino uint64, name string) error {
 		if _, err := fsys.txn.Get(k); errors.Is(err, kv.ErrNotFound) {
 			return syscall.ENODATA
 		} else if err != nil {
+			return err
+		}
+		if err := checkModify(in, false); err != nil {
 			return err
 		}
 		in.rec.Ctime = time.Now().UnixNano()

@@ -1,9 +1,11 @@
 package reflinkfs
 
-// Cloning a directory tree in one call. Built only on the exported inode
-// API (ReadDirIno, GetAttr, MkdirAt, CreateAt, SymlinkAt, Mknod, LinkAt,
+// Cloning a directory tree in one call. Built only on the inode API
+// (ReadDirIno, GetAttr, MkdirAt, CreateAt, SymlinkAt, Mknod, LinkAt,
 // OpenIno + CloneRange, ListXattr/GetXattr/SetXattr, SetAttrIno), so it
 // needs no locks of its own: every step is an ordinary engine operation.
+// Its reads of the source are not accesses: like a file clone, a tree clone
+// leaves the source's atimes alone (and gives the copy the same ones).
 
 import (
 	"errors"
@@ -158,7 +160,7 @@ func gone(err error) bool { return errors.Is(err, syscall.ENOENT) }
 // fill copies the entries of source directory src into the new directory
 // dst; rel is src's path relative to the source root.
 func (t *treeCloner) fill(src Attr, dst uint64, rel string) error {
-	ents, err := t.fsys.ReadDirIno(src.Ino)
+	ents, err := t.fsys.readDir(src.Ino, false)
 	if gone(err) {
 		return nil // removed meanwhile: its copy stays empty
 	}
@@ -227,7 +229,7 @@ func (t *treeCloner) entry(e DirEntry, dst uint64, rel string) error {
 			return nil
 		}
 	case syscall.S_IFLNK:
-		target, err := fsys.ReadlinkIno(a.Ino)
+		target, err := fsys.readlink(a.Ino, false)
 		if gone(err) {
 			return nil
 		}

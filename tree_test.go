@@ -15,7 +15,10 @@ import (
 
 func newTreeFS(t *testing.T) *reflinkfs.FS {
 	t.Helper()
-	fsys, err := reflinkfs.Create(t.TempDir()+"/img", reflinkfs.Options{Size: 256 << 20, CacheSize: 8 << 20, CommitInterval: -1})
+	// noatime: snapshotTree reads every file, which would move the source's
+	// atimes (TestAtimeTreeClone covers atimes under relatime).
+	fsys, err := reflinkfs.Create(t.TempDir()+"/img", reflinkfs.Options{Size: 256 << 20, CacheSize: 8 << 20, CommitInterval: -1,
+		Atime: reflinkfs.AtimeNever})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,8 +49,7 @@ func (f *File) ReadView(off int64, n int) (*ReadView, error) {
 	}
 	v := &ReadView{fsys: f.fsys, in: f.in}
 	f.in.lock.RLock()
-	var size int64
-	f.fsys.readMeta(func() error { size = f.in.rec.Size; return nil })
+	size := f.sizeForRead(n)
 	if off >= size {
 		v.Release()
 		return &ReadView{}, io.EOF

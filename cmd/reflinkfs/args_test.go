@@ -112,6 +112,18 @@ func TestParseMountOptions(t *testing.T) {
 		t.Errorf("remount,ro: %+v, err %v", o, err)
 	}
 
+	// atime policies: the last one wins; "atime" is relatime, as mount(8).
+	for in, want := range map[string]string{"": "", "noatime": "noatime", "strictatime,relatime": "relatime",
+		"relatime,strictatime": "strictatime", "noatime,atime": "relatime"} {
+		o = mountOptions{}
+		if err := parseMountOptions([]string{in}, &o); err != nil || o.Atime != want {
+			t.Errorf("%q: atime policy %q, err %v; want %q", in, o.Atime, err, want)
+		}
+		if _, ok := atimePolicies[o.Atime]; !ok {
+			t.Errorf("%q: policy %q has no engine policy", in, o.Atime)
+		}
+	}
+
 	// suid/dev/exec flags are passed on to mount(2), in order.
 	o = mountOptions{}
 	if err := parseMountOptions([]string{"noexec,suid,nodev"}, &o); err != nil || strings.Join(o.VFSFlags, ",") != "noexec,suid,nodev" || len(o.Warnings) != 0 {
@@ -236,7 +248,8 @@ func TestResolveMountConfig(t *testing.T) {
 
 func TestDaemonArgsRoundTrip(t *testing.T) {
 	cfg := mountConfig{Image: "/var/tmp/a b.img", MountPoint: "/mnt/-x", Size: 1 << 30, SizeGiven: true,
-		CacheBytes: 64 << 20, FsName: "/var/tmp/a b.img", Subtype: "reflinkfs", ReadOnly: true, Debug: true, Metrics: ":9100"}
+		CacheBytes: 64 << 20, FsName: "/var/tmp/a b.img", Subtype: "reflinkfs", ReadOnly: true, Debug: true, Metrics: ":9100",
+		Atime: "strictatime"}
 	args := daemonArgs(cfg)
 	// Parse them as the daemon will.
 	cmd := newRootCommand()
@@ -256,8 +269,8 @@ func TestDaemonArgsRoundTrip(t *testing.T) {
 		get("fsname") != cfg.FsName || get("metrics-addr") != ":9100" {
 		t.Errorf("daemon args %q parse to unexpected flags", args)
 	}
-	if opts, _ := mountCmd.Flags().GetStringArray("options"); len(opts) != 1 || opts[0] != "ro,debug" {
-		t.Errorf("-o %q, want [ro,debug]", opts)
+	if opts, _ := mountCmd.Flags().GetStringArray("options"); len(opts) != 1 || opts[0] != "ro,debug,strictatime" {
+		t.Errorf("-o %q, want [ro,debug,strictatime]", opts)
 	}
 	if mountCmd.Flags().Changed("daemon") {
 		t.Error("daemon would fork again")

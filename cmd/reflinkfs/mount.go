@@ -48,6 +48,7 @@ type mountConfig struct {
 	Metrics    string // TCP address for /metrics, or ""
 	VFSFlags   []string
 	Share      fusefs.ShareMode
+	Atime      string // atime policy mount option, "" for the default
 	Remount    bool
 	Warnings   []string
 }
@@ -139,7 +140,7 @@ func resolveMountConfig(f *mountFlags) (mountConfig, error) {
 		return mountConfig{}, err
 	}
 	cfg := mountConfig{ReadOnly: opts.ReadOnly, Debug: opts.Debug, Metrics: f.metricsAddr, VFSFlags: opts.VFSFlags,
-		Remount: opts.Remount, Warnings: opts.Warnings}
+		Remount: opts.Remount, Warnings: opts.Warnings, Atime: opts.Atime}
 	if opts.Share != "" {
 		cfg.Share, _ = fusefs.ParseShareMode(opts.Share) // checked by parseMountOptions
 	}
@@ -276,13 +277,20 @@ func prepareMountPoint(mp string) (created bool, err error) {
 	return false, nil
 }
 
+// atimePolicies maps the atime mount options to the engine's policies.
+var atimePolicies = map[string]reflinkfs.AtimePolicy{
+	"": reflinkfs.AtimeRelative, "relatime": reflinkfs.AtimeRelative,
+	"strictatime": reflinkfs.AtimeStrict, "noatime": reflinkfs.AtimeNever,
+}
+
 // openImage opens the image, creating it first if the directory is fresh.
 func openImage(cfg mountConfig, log *slog.Logger) (*reflinkfs.FS, error) {
 	fresh, err := freshImage(cfg.Image)
 	if err != nil {
 		return nil, err
 	}
-	opt := reflinkfs.Options{Size: cfg.Size, CacheSize: cfg.CacheBytes, Logger: log, ReadOnly: cfg.ReadOnly}
+	opt := reflinkfs.Options{Size: cfg.Size, CacheSize: cfg.CacheBytes, Logger: log, ReadOnly: cfg.ReadOnly,
+		Atime: atimePolicies[cfg.Atime]}
 	if fresh {
 		if cfg.ReadOnly {
 			return nil, fmt.Errorf("image %s: does not exist (cannot create it read-only)", cfg.Image)
@@ -576,6 +584,9 @@ func daemonArgs(cfg mountConfig) []string {
 	}
 	if cfg.Debug {
 		opts = append(opts, "debug")
+	}
+	if cfg.Atime != "" {
+		opts = append(opts, cfg.Atime)
 	}
 	opts = append(opts, cfg.VFSFlags...)
 	if len(opts) > 0 {

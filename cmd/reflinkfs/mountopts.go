@@ -24,6 +24,9 @@ type mountOptions struct {
 	// Share is share=: which opens share the kernel's page cache through
 	// FUSE passthrough (readonly, exec, all, off); "" if not given.
 	Share string
+	// Atime is the atime policy: "relatime" (the default when empty),
+	// "strictatime" or "noatime"; the last one given wins.
+	Atime string
 	// Remount changes the flags of an existing mount (ro/rw, suid, dev,
 	// exec) instead of mounting.
 	Remount bool
@@ -49,8 +52,6 @@ var mountOptionsIgnored = map[string]bool{
 	"users": true, "_netdev": true, "nofail": true,
 	// always on: the kernel checks permissions and other users may enter
 	"allow_other": true, "default_permissions": true,
-	// atime is kept by the engine; the kernel flag does not change it
-	"noatime": true, "relatime": true, "atime": true, "strictatime": true,
 	"nodiratime": true, "diratime": true, "async": true,
 }
 
@@ -84,6 +85,11 @@ func applyMountOption(opt string, o *mountOptions) error {
 		o.Debug = true
 	case opt == "remount":
 		o.Remount = true
+	case opt == "noatime" || opt == "relatime" || opt == "strictatime":
+		// The engine keeps atime (FUSE inodes are S_NOATIME in the kernel).
+		o.Atime = opt
+	case opt == "atime":
+		o.Atime = "relatime" // as mount(8): atime updates, relatime rule
 	case vfsFlags[opt]:
 		o.VFSFlags = append(o.VFSFlags, opt)
 	case hasValue && kernelSetOptions[name]:

@@ -224,14 +224,27 @@ func (fs *fileSystem) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse
 	if a.Mode&syscall.S_IFMT != syscall.S_IFDIR {
 		return fuse.ENOTDIR
 	}
-	out.Fh = fs.addDir(&dirHandle{ino: in.NodeId})
+	// An engine open keeps the inode alive if the directory is removed
+	// while open, so fstat still answers (nlink 0), as for files.
+	f, err := fs.fsys.OpenIno(in.NodeId, engineFlags(in.Flags)&syscall.O_NOATIME|syscall.O_RDONLY)
+	if err != nil {
+		return fs.status(err)
+	}
+	out.Fh = fs.addDir(&dirHandle{ino: in.NodeId, f: f})
 	return fuse.OK
 }
 
 func (fs *fileSystem) ReleaseDir(in *fuse.ReleaseIn) {
 	fs.handlesMu.Lock()
+	h := fs.dirs[in.Fh]
 	delete(fs.dirs, in.Fh)
 	fs.handlesMu.Unlock()
+	if h == nil {
+		return
+	}
+	if err := h.f.Close(); err != nil {
+		fs.log.Warn("reflinkfs: close directory", "ino", h.ino, "err", err)
+	}
 }
 
 // listing returns the directory's entries, "." and ".." first; it takes a
@@ -240,7 +253,7 @@ func (fs *fileSystem) listing(h *dirHandle, offset uint64) ([]reflinkfs.DirEntry
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.entries == nil || offset == 0 {
-		list, err := fs.fsys.ReadDirIno(h.ino)
+		list, err := h.f.ReadDir()
 		if err != nil {
 			return nil, fs.status(err)
 		}

@@ -15,6 +15,10 @@
 // (open_by_handle_at) by looking up "." in a node (answered from GetAttr) and
 // ".." of a directory (answered by the engine's Lookup of "..").
 //
+// Every open, of a file or a directory, is an open engine File: an inode
+// removed while open (unlink, rmdir, rename over it) stays an orphan with
+// nlink 0 until its last release, so fstat of it still answers.
+//
 // # Caching and timeouts
 //
 // Read-only opens of files that share blocks are passed through (FUSE
@@ -36,6 +40,10 @@
 // CAP_DIRECT_IO_ALLOW_MMAP is requested so
 // MAP_SHARED mmap works; pages mapped through a direct-I/O open live in the
 // kernel page cache of the mapping inode, one copy per file.
+//
+// Access times are the engine's (its atime policy): the kernel marks FUSE
+// inodes S_NOATIME and, after every read, readdir and readlink, drops its
+// cached atime, so the next stat asks the daemon.
 //
 // Entry and attribute timeouts are long (one hour), negative lookups are
 // cached too. That is exact because every change to the namespace and to
@@ -63,6 +71,11 @@
 // copy_file_range arrives as FUSE_COPY_FILE_RANGE and is served
 // by File.CopyRange (reflink when aligned), capped below 4 GiB per call
 // because the reply carries a 32-bit count.
+//
+// The standard inode-flag ioctls (chattr, lsattr: FS_IOC_GETFLAGS,
+// FS_IOC_SETFLAGS, FS_IOC_FSGETXATTR, FS_IOC_FSSETXATTR) reach the daemon
+// as FUSE_IOCTL on a private open the kernel makes; fileattr.go serves them
+// (immutable and append-only; the engine enforces them).
 //
 // The tree clone ioctl is issued on a directory (CAP_IOCTL_DIR is
 // negotiated): it clones a source directory's whole tree under a new name
@@ -99,6 +112,14 @@
 // before every change, so a copy_file_range or write into a known file is
 // one request.
 //
+// # Unnamed files
+//
+// open(2) with O_TMPFILE arrives as FUSE_TMPFILE and is served by
+// FS.TmpfileAt: an open file with no links, recorded as an orphan. linkat(2)
+// of it (AT_EMPTY_PATH, or through /proc/self/fd) arrives as an ordinary
+// LINK of its node; the kernel refuses it for O_EXCL tmpfiles, and so does
+// the engine.
+//
 // # Limits
 //
 //   - syncfs(2) never reaches a FUSE daemon (the kernel forwards FUSE_SYNCFS
@@ -110,7 +131,6 @@
 //     inode, one copy per file; passthrough opens share one per content.
 //   - FICLONE fails with EOPNOTSUPP, so `cp --reflink=always` fails; plain
 //     cp (reflink=auto) falls back to copy_file_range, which reflinks.
-//   - O_TMPFILE is not supported (the engine has no anonymous create).
 //
 // # Errors
 //

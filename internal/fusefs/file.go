@@ -25,11 +25,13 @@ func openFlags(flags uint32) uint32 {
 	return f
 }
 
-// engineFlags keeps the open flags the engine should see: the access mode.
-// The kernel computes positions (O_APPEND included) and handles O_TRUNC with
-// a setattr; O_DIRECT, O_SYNC and friends mean nothing to the engine.
+// engineFlags keeps the open flags the engine should see: the access mode,
+// O_APPEND (an append-only file takes only appending writers) and O_NOATIME
+// (the kernel checked the caller may use it). The kernel computes positions
+// and handles O_TRUNC with a setattr; O_DIRECT, O_SYNC and friends mean
+// nothing to the engine.
 func engineFlags(flags uint32) int {
-	return int(flags & syscall.O_ACCMODE)
+	return int(flags & (syscall.O_ACCMODE | syscall.O_APPEND | syscall.O_NOATIME))
 }
 
 func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
@@ -57,9 +59,11 @@ func (fs *fileSystem) openHandle(h *fileHandle, out *fuse.OpenOut) fuse.Status {
 	out.Fh = fs.addFile(h)
 	out.OpenFlags = openFlags(h.flags)
 	if b != nil {
-		// The kernel serves read, splice and mmap from the backing file.
+		// The kernel serves read, splice and mmap from the backing file;
+		// those reads never reach us, so the open counts as the access.
 		out.OpenFlags = fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
 		out.BackingID = b.ID()
+		h.f.Accessed()
 	}
 	return fuse.OK
 }
@@ -90,6 +94,31 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name str
 	fs.fillEntry(&out.EntryOut, &a)
 	// An existing file (no O_EXCL) may be open for passthrough.
 	return fs.openHandle(&fileHandle{f: f, ino: a.Ino, flags: in.Flags}, &out.OpenOut)
+}
+
+// Tmpfile serves open(2) with O_TMPFILE: an unnamed open file in directory
+// in.NodeId that linkat(2) may name later (a LINK request of its node).
+func (fs *fileSystem) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	if fs.readOnly() {
+		return fuse.EROFS
+	}
+	n, st := fs.prepareNew(in.NodeId, in.Caller, in.Mode&07777|syscall.S_IFREG, in.Umask)
+	if !st.Ok() {
+		return st
+	}
+	flag := engineFlags(in.Flags) | int(in.Flags&syscall.O_EXCL)
+	f, a, err := fs.fsys.TmpfileAt(in.NodeId, n.mode&07777, n.owner, flag)
+	if err != nil {
+		return fs.status(err)
+	}
+	if st := fs.finishNew(a.Ino, n); !st.Ok() {
+		_ = f.Close()
+		return st
+	}
+	fs.fillEntry(&out.EntryOut, &a)
+	out.Fh = fs.addFile(&fileHandle{f: f, ino: a.Ino, flags: in.Flags})
+	out.OpenFlags = openFlags(in.Flags)
+	return fuse.OK
 }
 
 func (fs *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {

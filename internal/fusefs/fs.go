@@ -95,6 +95,7 @@ func (h *fileHandle) writable() bool {
 // starts at offset 0, so offsets stay stable while the directory changes.
 type dirHandle struct {
 	ino     uint64
+	f       *reflinkfs.File // holds the inode open (see OpenDir)
 	mu      sync.Mutex
 	entries []reflinkfs.DirEntry
 }
@@ -124,11 +125,16 @@ func (fs *fileSystem) Init(s *fuse.Server) {
 // OnUnmount closes files the kernel did not release (an aborted connection).
 func (fs *fileSystem) OnUnmount() {
 	fs.handlesMu.Lock()
-	files := fs.files
+	files, dirs := fs.files, fs.dirs
 	fs.files = make(map[uint64]*fileHandle)
 	fs.dirs = make(map[uint64]*dirHandle)
 	fs.handlesMu.Unlock()
 	for _, h := range files {
+		if err := h.f.Close(); err != nil {
+			fs.log.Warn("reflinkfs: close at unmount", "ino", h.ino, "err", err)
+		}
+	}
+	for _, h := range dirs {
 		if err := h.f.Close(); err != nil {
 			fs.log.Warn("reflinkfs: close at unmount", "ino", h.ino, "err", err)
 		}
@@ -387,6 +393,10 @@ func (fs *fileSystem) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *f
 			return fuse.Status(syscall.ETXTBSY)
 		}
 	}
+	// utimes with no times (each *_NOW bit is its time's bit << 3): the
+	// one attribute change an append-only file allows.
+	times := in.Valid & (fuse.FATTR_ATIME | fuse.FATTR_MTIME)
+	set.TimesNow = times != 0 && in.Valid&(fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME_NOW) == times<<3
 	a, err := fs.fsys.SetAttrIno(in.NodeId, set)
 	if err != nil {
 		return fs.status(err)

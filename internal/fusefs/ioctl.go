@@ -19,6 +19,9 @@ import (
 // directories, the others on regular files. The kernel copies in and out
 // exactly the size encoded in the number.
 func (fs *fileSystem) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []byte, out *fuse.IoctlOut, outbuf []byte) fuse.Status {
+	if isFileattrIoctl(in.Cmd) {
+		return fs.fileattr(in, inbuf, outbuf) // chattr, lsattr: fileattr.go
+	}
 	if in.Flags&fuse.IOCTL_DIR != 0 {
 		if in.Cmd != ioctl.IocCloneTree {
 			return fuse.Status(syscall.ENOTTY)

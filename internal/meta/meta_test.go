@@ -15,6 +15,19 @@ func TestRoundTrip(t *testing.T) {
 	if got, err := DecodeInode(42, in.Encode(42)); err != nil || got != in {
 		t.Fatalf("inode: %+v %v", got, err)
 	}
+	// Flags are an optional trailing word: records without them keep the
+	// old length, so existing images read the same.
+	plain := len(in.Encode(42))
+	in.Flags = InodeImmutable | InodeAppend
+	if v := in.Encode(42); len(v) != plain+4 {
+		t.Fatalf("inode with flags encodes to %d bytes, want %d", len(v), plain+4)
+	} else if got, err := DecodeInode(42, v); err != nil || got != in {
+		t.Fatalf("inode with flags: %+v %v", got, err)
+	}
+	in.Flags = 0x40 // a flag this build does not know: refused, not ignored
+	if _, err := DecodeInode(42, in.Encode(42)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("unknown inode flag decoded: %v", err)
+	}
 	k := ExtentKey(5, 10)
 	e := Extent{Pblk: 100, Len: 8, Flags: ExtentUnwritten}
 	if got, err := DecodeExtent(k, e.Encode(k)); err != nil || got != e {

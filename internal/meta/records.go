@@ -63,12 +63,19 @@ type Inode struct {
 	Mtime  int64
 	Ctime  int64
 	Btime  int64
+	Flags  uint32 // InodeImmutable, InodeAppend
 }
+
+// Inode flags: the values of Linux's FS_IMMUTABLE_FL and FS_APPEND_FL.
+const (
+	InodeImmutable = 0x10
+	InodeAppend    = 0x20
+)
 
 const inodeLen = 8 + 5*4 + 8 + 8 + 8 + 4*8
 
 func (in *Inode) Encode(ino uint64) []byte {
-	b := make([]byte, 0, inodeLen+4)
+	b := make([]byte, 0, inodeLen+8)
 	b = binary.BigEndian.AppendUint64(b, in.Gen)
 	b = binary.BigEndian.AppendUint32(b, in.Mode)
 	b = binary.BigEndian.AppendUint32(b, in.Nlink)
@@ -80,6 +87,12 @@ func (in *Inode) Encode(ino uint64) []byte {
 	b = binary.BigEndian.AppendUint64(b, in.Parent)
 	for _, t := range [...]int64{in.Atime, in.Mtime, in.Ctime, in.Btime} {
 		b = binary.BigEndian.AppendUint64(b, uint64(t))
+	}
+	// The flags word is written only when set: records without flags keep
+	// their old encoding, and a build that predates flags refuses an
+	// immutable inode (wrong length) rather than ignoring its flags.
+	if in.Flags != 0 {
+		b = binary.BigEndian.AppendUint32(b, in.Flags)
 	}
 	return seal(InodeKey(ino), b)
 }
@@ -94,8 +107,17 @@ func DecodeInode(ino uint64, val []byte) (Inode, error) {
 	in := Inode{Gen: r.u64(), Mode: r.u32(), Nlink: r.u32(), Uid: r.u32(), Gid: r.u32(), Rdev: r.u32(),
 		Size: int64(r.u64()), Blocks: r.u64(), Parent: r.u64(),
 		Atime: int64(r.u64()), Mtime: int64(r.u64()), Ctime: int64(r.u64()), Btime: int64(r.u64())}
+	if len(r.b) == 4 {
+		in.Flags = r.u32()
+		if in.Flags == 0 {
+			return Inode{}, corrupt(key, "inode flags word present but zero")
+		}
+	}
 	if err := r.done(key, "inode"); err != nil {
 		return Inode{}, err
+	}
+	if in.Flags&^(InodeImmutable|InodeAppend) != 0 {
+		return Inode{}, corrupt(key, "unknown inode flags %#x", in.Flags)
 	}
 	if in.Size < 0 {
 		return Inode{}, corrupt(key, "negative size %d", in.Size)
