@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/reflinkfs/reflinkfs"
 	"github.com/reflinkfs/reflinkfs/internal/backing"
 	"github.com/reflinkfs/reflinkfs/internal/tuning"
 )
@@ -236,7 +237,7 @@ func (fs *fileSystem) passthroughFor(st *ioState, h *fileHandle) (*backing.Backi
 	if err != nil || ci.Size == 0 {
 		return nil, ""
 	}
-	if mode == ShareReadOnly && ci.SharedBlocks == 0 && !fs.readOnly() {
+	if mode == ShareReadOnly && ci.SharedBlocks == 0 && !fs.readOnly() && !immutable(h.f) {
 		return nil, "" // nothing shared: the block cache serves it as well
 	}
 	if ci.Extents > tuning.PassthroughMaxExtents && !fs.readOnly() {
@@ -279,6 +280,14 @@ func (fs *fileSystem) passthroughOpen(parent uint64, name string) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.pass > 0
+}
+
+// immutable reports whether f is marked immutable (chattr +i): no writer
+// can meet its passthrough readers, so it is passed through like a file on
+// a read-only mount.
+func immutable(f *reflinkfs.File) bool {
+	a, err := f.Attr()
+	return err == nil && a.Flags&reflinkfs.FlagImmutable != 0
 }
 
 // releaseIO undoes what chooseIO counted for h.

@@ -363,3 +363,19 @@ func execFromMount(t *testing.T, path string, args ...string) {
 	t.Helper()
 	run(t, "sh", append([]string{"-c", `exec "$0" "$@"`, path}, args...)...)
 }
+
+// An immutable file (chattr +i) is passed through even if it shares
+// nothing: no writer can meet its readers.
+func TestPassthroughImmutableFile(t *testing.T) {
+	requireTool(t, "chattr")
+	m := mountFresh(t)
+	writeFile(t, m.path("frozen"), pattern(5, 1<<20))
+	run(t, "chattr", "+i", m.path("frozen"))
+	defer run(t, "chattr", "-i", m.path("frozen"))
+	m.waitReleased(t)
+	before := m.srv.Passthrough().Opens
+	readFile(t, m.path("frozen"))
+	if m.srv.Passthrough().Opens == before {
+		t.Fatalf("read-only open of an immutable file not passed through: %+v", m.srv.Passthrough())
+	}
+}
