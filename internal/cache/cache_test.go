@@ -1333,3 +1333,48 @@ func runCheckingInvariants(t *testing.T, c *Cache, workers int, worker func(id u
 	close(stop)
 	<-checked
 }
+
+// UnpinAllDrop evicts clean frames nobody else pins, and keeps dirty ones
+// and those another reader pins.
+func TestUnpinAllDrop(t *testing.T) {
+	c, err := New(Config{Bytes: 64 * FrameSize, WriteBack: func(uint64, []byte) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	load := func(block uint64) *Frame {
+		f, loaded, err := c.GetOrReserve(block, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !loaded {
+			c.Loaded(f, nil)
+		}
+		return f
+	}
+	clean, dirty, shared := load(1), load(2), load(3)
+	c.MarkDirty(dirty)
+	other := c.Get(3, 2) // a second reader pins block 3
+	if other == nil {
+		t.Fatal("block 3 not cached")
+	}
+	c.UnpinAllDrop([]*Frame{clean, dirty, shared})
+	if f := c.Get(1, 1); f != nil {
+		c.Unpin(f)
+		t.Error("clean unpinned frame still cached")
+	}
+	if f := c.Get(2, 1); f == nil {
+		t.Error("dirty frame dropped")
+	} else {
+		c.Unpin(f)
+	}
+	c.Unpin(other)
+	if f := c.Get(3, 1); f == nil {
+		t.Error("frame pinned by another reader dropped")
+	} else {
+		c.Unpin(f)
+	}
+	if st := c.Stats(); st.Resident != 2 {
+		t.Errorf("%d frames resident, want 2", st.Resident)
+	}
+}
