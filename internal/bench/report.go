@@ -129,6 +129,9 @@ func buildTables(rec *Recorder, cfg *Config) []Table {
 		ms := []measure{{mUncachedRead, "uncached throughput"}, {mDaemonCPUUnc, "uncached: daemon CPU per GiB"}, {mCachedRead, "cached throughput"}, {mCachedSecs, "cached: time per GiB"},
 			{mReaderCPU, "cached: reader CPU per GiB"}, {mDaemonCPU, "cached: daemon CPU per GiB"}}
 		for _, cs := range rec.Cases(WorkloadRead, mCachedRead) {
+			if isCloneCase(cs) {
+				continue // table 3b
+			}
 			for _, m := range ms {
 				if rec.Get(WorkloadRead, m.name, cs, fsReflinkfs) == nil && rec.Get(WorkloadRead, m.name, cs, fsXFS) == nil {
 					continue // a case only the ceiling has
@@ -147,6 +150,7 @@ func buildTables(rec *Recorder, cfg *Config) []Table {
 				"(second of two reads, between the two file systems in every run), and stands in the reflinkfs column as the most a FUSE file system can deliver here."}
 		out = append(out, t)
 	}
+	out = append(out, passthroughTables(rec, cfg)...)
 	if hasMetrics(rec, WorkloadCoW) {
 		t := Table{Workload: WorkloadCoW, Title: "4. " + cowCaseLabel(cfg.CoWWrites, cfg.CoWFileSize) + " (" + runs + ")",
 			Columns: []string{"file", "measure", "reflinkfs", "XFS", "reflinkfs/XFS"}}
@@ -318,6 +322,9 @@ func checkTargets(rec *Recorder, cfg *Config) []TargetCheck {
 		out = append(out, TargetCheck{Target: label, Measured: measured, Verdict: v})
 	} else {
 		add(label, measured, v == "met", rfr != nil)
+	}
+	if hasMetrics(rec, WorkloadMapped) || hasCloneReads(rec) {
+		out = append(out, passthroughTargets(rec)...)
 	}
 	return out
 }

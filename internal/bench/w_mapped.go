@@ -380,35 +380,64 @@ func (r *run) mapOnce(ctx context.Context, v variant, roots []string, src string
 		}
 		s.rss = rss1 - rss0
 	}
-	files := roots
 	if v.key == fsOverlay {
 		// cachestat of an overlayfs file reports the overlay inode, which
-		// holds no pages: the lower file's page cache is what is shared.
-		files = []string{src}
+		// holds no pages: the lower files' page cache is what is shared.
+		if s.cacheLib, err = cachedBytes(filepath.Join(src, appLib)); err != nil {
+			return s, err
+		}
+		if s.cacheExe, err = cachedBytes(filepath.Join(src, appExe)); err != nil {
+			return s, err
+		}
+		return s, nil
 	}
-	for _, root := range files {
-		lib, err := cachedBytes(filepath.Join(root, appLib))
+	// Each helper reports its own files' inodes: opening them here would
+	// (on a FUSE file served with direct I/O) invalidate their pages.
+	for _, p := range procs {
+		lib, exe, err := p.stat()
 		if err != nil {
-			return s, err
+			return s, fmt.Errorf("%s: %w", p.cmd.Path, err)
 		}
-		exe, err := cachedBytes(filepath.Join(root, appExe))
-		if err != nil {
-			return s, err
-		}
+		s.cacheLib += lib
+		s.cacheExe += exe
 		if rfs {
 			s.inodeLib += lib
 			s.inodeExe += exe
 		}
-		s.cacheLib += lib
-		s.cacheExe += exe
 	}
 	return s, nil
 }
 
 // mapper is one running executable holding its mapping.
 type mapper struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+}
+
+// stat asks the helper for the page cache of its library and executable.
+func (p *mapper) stat() (lib, exe int64, err error) {
+	if _, err := io.WriteString(p.stdin, "stat\n"); err != nil {
+		return 0, 0, err
+	}
+	line, err := p.stdout.ReadString('\n')
+	if err != nil {
+		return 0, 0, err
+	}
+	return parseHelperCache(line)
+}
+
+// parseHelperCache reads the helper's "cache LIB EXE" line (bytes; -1 if
+// its cachestat failed).
+func parseHelperCache(line string) (lib, exe int64, err error) {
+	var word string
+	if n, _ := fmt.Sscanf(strings.TrimSpace(line), "%s %d %d", &word, &lib, &exe); n != 3 || word != "cache" {
+		return 0, 0, fmt.Errorf("unexpected helper output %q", strings.TrimSpace(line))
+	}
+	if lib < 0 || exe < 0 {
+		return 0, 0, fmt.Errorf("the helper's cachestat failed: %q", strings.TrimSpace(line))
+	}
+	return lib, exe, nil
 }
 
 // startMappers starts root/bin/app root/lib/... for every root and waits
@@ -417,7 +446,6 @@ type mapper struct {
 // stopMappers.
 func startMappers(ctx context.Context, roots []string) ([]*mapper, error) {
 	var procs []*mapper
-	var readers []*bufio.Reader
 	for _, root := range roots {
 		cmd := exec.CommandContext(ctx, filepath.Join(root, appExe), filepath.Join(root, appLib))
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -433,11 +461,10 @@ func startMappers(ctx context.Context, roots []string) ([]*mapper, error) {
 		if err := cmd.Start(); err != nil {
 			return procs, fmt.Errorf("run %s: %w", cmd.Path, err)
 		}
-		procs = append(procs, &mapper{cmd: cmd, stdin: stdin})
-		readers = append(readers, bufio.NewReader(stdout))
+		procs = append(procs, &mapper{cmd: cmd, stdin: stdin, stdout: bufio.NewReader(stdout)})
 	}
-	for i, rd := range readers {
-		line, err := rd.ReadString('\n')
+	for i, p := range procs {
+		line, err := p.stdout.ReadString('\n')
 		if err := checkReady(line, err); err != nil {
 			return procs, fmt.Errorf("%s: %w", procs[i].cmd.Path, err)
 		}
