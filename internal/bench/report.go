@@ -123,7 +123,7 @@ func buildTables(rec *Recorder, cfg *Config) []Table {
 			"RSS growth: the daemon's VmRSS after reading minus before."}
 		out = append(out, t)
 	}
-	if hasMetrics(rec, WorkloadRead) {
+	if slices.ContainsFunc(rec.Cases(WorkloadRead, mCachedRead), func(cs string) bool { return !isCloneCase(cs) }) {
 		t := Table{Workload: WorkloadRead, Title: fmt.Sprintf("3. Sequential read of a %s file (%s)", sizeLabel(cfg.ReadFileSize), runs),
 			Columns: []string{"reads", "measure", "reflinkfs", "XFS", "reflinkfs/XFS"}}
 		ms := []measure{{mUncachedRead, "uncached throughput"}, {mDaemonCPUUnc, "uncached: daemon CPU per GiB"}, {mCachedRead, "cached throughput"}, {mCachedSecs, "cached: time per GiB"},
