@@ -119,7 +119,8 @@ func buildTables(rec *Recorder, cfg *Config) []Table {
 			})
 		}
 		t.Notes = []string{"Caches are dropped (and reflinkfs remounted) after cloning; then every file is read in full with 1 MiB reads. " +
-			"XFS: sum of fincore over the files. reflinkfs held: the daemon's cached_bytes (stats) plus fincore of the files (0: FOPEN_DIRECT_IO keeps file data out of the page cache). " +
+			"XFS: sum of fincore over the files. reflinkfs held: the daemon's cached_bytes (stats) plus the page cache of the files: cachestat(2) of each file's FUSE inode " +
+			"(0 for files served with FOPEN_DIRECT_IO or passed through) plus the passthrough backing files' page cache (stats backing_cached_bytes: clones read through FUSE passthrough are cached there, once per content). " +
 			"RSS growth: the daemon's VmRSS after reading minus before."}
 		out = append(out, t)
 	}
