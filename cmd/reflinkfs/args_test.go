@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/reflinkfs/reflinkfs/internal/fusefs"
 )
 
 func TestParseSize(t *testing.T) {
@@ -274,6 +276,29 @@ func TestDaemonArgsRoundTrip(t *testing.T) {
 	}
 	if mountCmd.Flags().Changed("daemon") {
 		t.Error("daemon would fork again")
+	}
+}
+
+// The share= policy given to `mount -d` reaches the daemon.
+func TestDaemonArgsShare(t *testing.T) {
+	for _, mode := range []fusefs.ShareMode{fusefs.ShareReadOnly, fusefs.ShareExec, fusefs.ShareAll, fusefs.ShareOff} {
+		cfg := mountConfig{Image: "/i", MountPoint: "/m", Share: mode}
+		cmd := newRootCommand()
+		mountCmd, rest, err := cmd.Find(daemonArgs(cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := mountCmd.ParseFlags(rest); err != nil {
+			t.Fatal(err)
+		}
+		opts, _ := mountCmd.Flags().GetStringArray("options")
+		var got mountOptions
+		if err := parseMountOptions(opts, &got); err != nil {
+			t.Fatal(err)
+		}
+		if want := mode.String(); got.Share != want && !(mode == fusefs.ShareReadOnly && got.Share == "") {
+			t.Errorf("share=%v: the daemon gets share=%q", mode, got.Share)
+		}
 	}
 }
 

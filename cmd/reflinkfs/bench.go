@@ -35,14 +35,18 @@ losetup and fincore (util-linux), and says what is missing (exit 2).
 
 Workloads (--only): clone (clone time vs size), extents (clone and delete vs
 extent count), memory (bytes held after reading N clones), read (cached and
-uncached sequential reads), cow (random overwrites of a shared vs unshared
-file), tree (many small files cloned as a tree), metadata (create/stat/unlink),
+uncached sequential reads, of an unshared file and of a clone, the clone also
+with share=off), mapped (page cache of N processes mapping a library from N
+clones: reflinkfs, share=off, XFS, overlayfs), firstopen (the first open of a
+never-opened clone, which makes its passthrough backing, vs later opens), cow
+(random overwrites of a shared vs unshared file), tree (many small files cloned as a tree), metadata (create/stat/unlink),
 library (the engine through its Go API, internal/enginebench).
 
 Every figure is the median of --runs runs (default 5, --quick 3). A full run
 takes about 15 minutes on 2 vCPUs; --quick a few minutes. Progress goes to stderr.`,
 		Example: `  reflinkfs bench --quick
   reflinkfs bench --out /tmp/bench --only clone,memory --runs 3
+  reflinkfs bench --only read,mapped,firstopen   # the passthrough measurements
   reflinkfs bench --perf > report.md     # also profile the daemon during reads`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -85,7 +89,7 @@ takes about 15 minutes on 2 vCPUs; --quick a few minutes. Progress goes to stder
 	fl.BoolVar(&quick, "quick", false, "smaller sizes and 3 runs: a run of a few minutes")
 	fl.StringVar(&out, "out", "bench-out", "directory for results.json and the PNG plots")
 	fl.IntVar(&runs, "runs", 0, "runs per figure, the median is reported (default 5, --quick 3)")
-	fl.StringVar(&only, "only", "", "comma-separated workloads to run (default all): clone,extents,memory,read,cow,tree,metadata,library")
+	fl.StringVar(&only, "only", "", "comma-separated workloads to run (default all): clone,extents,memory,read,mapped,firstopen,cow,tree,metadata,library")
 	fl.StringVar(&scratch, "scratch", "/var/tmp", "directory for the XFS backing file and the reflinkfs image (sparse; removed afterwards)")
 	fl.BoolVar(&perf, "perf", false, "record the reflinkfs daemon with perf(1) during cached and uncached reads")
 	fl.StringVar(&engineDir, bench.LibraryFlag, "", "internal: run only the library tables (internal/enginebench) in this directory")

@@ -589,6 +589,11 @@ func daemonArgs(cfg mountConfig) []string {
 		opts = append(opts, cfg.Atime)
 	}
 	opts = append(opts, cfg.VFSFlags...)
+	// The policy must reach the daemon: without it `mount -d -o share=off`
+	// served the default.
+	if cfg.Share != fusefs.ShareReadOnly {
+		opts = append(opts, "share="+cfg.Share.String())
+	}
 	if len(opts) > 0 {
 		args = append(args, "-o", strings.Join(opts, ","))
 	}

@@ -9,19 +9,21 @@ import (
 
 // Workload ids, in the order a run measures them. --only takes these.
 const (
-	WorkloadClone    = "clone"    // clone latency vs size (contiguous files)
-	WorkloadExtents  = "extents"  // clone and delete time vs extent count
-	WorkloadMemory   = "memory"   // bytes held after reading N clones
-	WorkloadRead     = "read"     // cached and uncached sequential read throughput
-	WorkloadCoW      = "cow"      // random 4 KiB overwrites, shared vs unshared file
-	WorkloadTree     = "tree"     // many small files cloned as a tree, copies read
-	WorkloadMetadata = "metadata" // create/stat/unlink of many empty files
-	WorkloadLibrary  = "library"  // internal/enginebench tables (no FUSE, no XFS)
+	WorkloadClone    = "clone"     // clone latency vs size (contiguous files)
+	WorkloadExtents  = "extents"   // clone and delete time vs extent count
+	WorkloadMemory   = "memory"    // bytes held after reading N clones
+	WorkloadRead     = "read"      // cached and uncached sequential read throughput
+	WorkloadMapped   = "mapped"    // page cache of N processes mapping a library from N clones
+	WorkloadOpen     = "firstopen" // first open of a never-opened clone (makes the backing) vs later opens
+	WorkloadCoW      = "cow"       // random 4 KiB overwrites, shared vs unshared file
+	WorkloadTree     = "tree"      // many small files cloned as a tree, copies read
+	WorkloadMetadata = "metadata"  // create/stat/unlink of many empty files
+	WorkloadLibrary  = "library"   // internal/enginebench tables (no FUSE, no XFS)
 )
 
 // Workloads lists every workload id in run order.
 var Workloads = []string{WorkloadClone, WorkloadExtents, WorkloadMemory, WorkloadRead,
-	WorkloadCoW, WorkloadTree, WorkloadMetadata, WorkloadLibrary}
+	WorkloadMapped, WorkloadOpen, WorkloadCoW, WorkloadTree, WorkloadMetadata, WorkloadLibrary}
 
 // Config is one benchmark run: what to measure, how often, and where.
 type Config struct {
@@ -45,6 +47,9 @@ type Config struct {
 	MemClones      []int   // N: clones besides the original, all read
 	ReadFileSize   int64
 	ReadBlockSizes []int
+	MappedLibSize  int64   // the shared library each process maps
+	MappedN        []int   // N: clones of the tree, one process each
+	OpenSizes      []int64 // files whose never-opened clones are opened
 	CoWFileSize    int64
 	CoWWrites      int
 	TreeFiles      int // regular files in the tree
@@ -68,6 +73,9 @@ func DefaultConfig(quick bool) Config {
 		MemClones:      []int{1, 2, 4, 8, 16},
 		ReadFileSize:   1 << 30,
 		ReadBlockSizes: []int{1 << 20, 128 << 10},
+		MappedLibSize:  64 << 20,
+		MappedN:        []int{1, 4, 16},
+		OpenSizes:      []int64{64 << 20, 1 << 30},
 		CoWFileSize:    1 << 30,
 		CoWWrites:      20000,
 		TreeFiles:      10000,
@@ -81,6 +89,8 @@ func DefaultConfig(quick bool) Config {
 		c.MemFileSize = 256 << 20
 		c.MemClones = []int{1, 2, 4, 8}
 		c.ReadFileSize = 256 << 20
+		c.MappedN = []int{1, 4}
+		c.OpenSizes = []int64{64 << 20, 256 << 20}
 		c.CoWFileSize = 256 << 20
 		c.CoWWrites = 5000
 		c.TreeFiles = 2000

@@ -31,7 +31,8 @@ type Env struct {
 	XFSMount string
 	Image    string // reflinkfs image directory
 	RFSMount string
-	rfsPID   int // daemon pid of the current mount
+	rfsPID   int    // daemon pid of the current mount
+	share    string // -o share= of the current mount; "" is the default (readonly)
 
 	mu       sync.Mutex
 	cleanups []cleanup
@@ -122,11 +123,14 @@ func neededScratch(cfg *Config) int64 {
 	for _, s := range cfg.CloneSizes {
 		peak = max(peak, s)
 	}
+	for _, s := range cfg.OpenSizes {
+		peak = max(peak, s)
+	}
 	var frag int64
 	for _, s := range cfg.FragSizes {
 		frag += s
 	}
-	peak = max(peak, frag, cfg.MemFileSize, cfg.ReadFileSize, 2*cfg.CoWFileSize, int64(cfg.TreeFiles)*64<<10)
+	peak = max(peak, frag, cfg.MemFileSize, 2*cfg.ReadFileSize, cfg.MappedLibSize, 2*cfg.CoWFileSize, int64(cfg.TreeFiles)*64<<10)
 	return 2*peak + 2<<30
 }
 
@@ -224,10 +228,13 @@ func (e *Env) setupReflinkfs(ctx context.Context) error {
 }
 
 func (e *Env) mountReflinkfs(ctx context.Context) error {
-	_, err := runCmd(ctx, e.cfg.Exe, "mount", "-d",
+	args := []string{"mount", "-d",
 		"--size", strconv.FormatInt(e.cfg.ImageSize, 10),
-		"--cache-size", strconv.FormatInt(e.cfg.CacheSize, 10),
-		e.Image, e.RFSMount)
+		"--cache-size", strconv.FormatInt(e.cfg.CacheSize, 10)}
+	if e.share != "" {
+		args = append(args, "-o", "share="+e.share)
+	}
+	_, err := runCmd(ctx, e.cfg.Exe, append(args, e.Image, e.RFSMount)...)
 	if err != nil {
 		return err
 	}
@@ -270,6 +277,16 @@ func (e *Env) Remount(ctx context.Context) error {
 		return err
 	}
 	return e.mountReflinkfs(ctx)
+}
+
+// Share remounts the image with -o share=mode ("" for the default,
+// readonly) unless it is mounted so already; it reports whether it had to.
+func (e *Env) Share(ctx context.Context, mode string) (bool, error) {
+	if mode == e.share && e.rfsPID > 0 && processAlive(e.rfsPID) && isMountPoint(e.RFSMount) {
+		return false, nil
+	}
+	e.share = mode
+	return true, e.Remount(ctx)
 }
 
 // EnsureReflinkfs remounts the image if the daemon has gone away (a

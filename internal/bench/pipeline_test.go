@@ -113,7 +113,21 @@ func TestQuickPipeline(t *testing.T) {
 			}
 		}
 	}
-	for _, p := range []string{"memory-vs-clones.png", "clone-vs-size.png", "clone-vs-extents.png", "read-throughput.png"} {
+	// Mapped sharing: N processes mapping N clones hold one library on
+	// reflinkfs (passthrough), N on XFS (exact, cachestat figures).
+	for _, m := range res.Metrics {
+		if m.Workload == WorkloadMapped && m.Name == mMapExact {
+			per := m.Median / float64(cfg.MappedLibSize)
+			if m.FS == fsReflinkfs && per > mappedSharingTarget {
+				t.Errorf("%s: reflinkfs holds %.2f× the library", m.Case, per)
+			}
+			if m.FS == fsXFS && per < 0.9*m.X {
+				t.Errorf("%s: XFS holds only %.2f× the library: is the page cache measured?", m.Case, per)
+			}
+		}
+	}
+	for _, p := range []string{"memory-vs-clones.png", "clone-vs-size.png", "clone-vs-extents.png", "read-throughput.png",
+		"mapped-sharing.png", "read-clone.png"} {
 		if _, err := os.Stat(filepath.Join(out, p)); err != nil {
 			t.Errorf("plot: %v", err)
 		}

@@ -226,6 +226,8 @@ func drawPlots(rec *Recorder, cfg *Config, dir string) ([]string, error) {
 			barGroup{"XFS", xfsV}, barGroup{"reflinkfs", rfsV}))
 	}
 
+	passthroughPlots(rec, cfg, dir, keep)
+
 	var cowX, cowR plotter.Values
 	for _, cs := range []string{caseUnshare, caseShared} {
 		x, r := rec.Get(WorkloadCoW, mCoWTotal, cs, fsXFS), rec.Get(WorkloadCoW, mCoWTotal, cs, fsReflinkfs)
@@ -266,6 +268,9 @@ func scaleX(s series, f float64) series {
 // throughputBars returns the read workload's categories and GB/s values.
 func throughputBars(rec *Recorder) (cats []string, xfsV, rfsV plotter.Values) {
 	for _, cs := range rec.Cases(WorkloadRead, mCachedRead) {
+		if isCloneCase(cs) {
+			continue // read-clone.png
+		}
 		for _, m := range []struct{ name, label string }{{mUncachedRead, "uncached"}, {mCachedRead, "cached"}} {
 			x, r := rec.Get(WorkloadRead, m.name, cs, fsXFS), rec.Get(WorkloadRead, m.name, cs, fsReflinkfs)
 			if x == nil || r == nil {

@@ -119,16 +119,20 @@ func buildTables(rec *Recorder, cfg *Config) []Table {
 			})
 		}
 		t.Notes = []string{"Caches are dropped (and reflinkfs remounted) after cloning; then every file is read in full with 1 MiB reads. " +
-			"XFS: sum of fincore over the files. reflinkfs held: the daemon's cached_bytes (stats) plus fincore of the files (0: FOPEN_DIRECT_IO keeps file data out of the page cache). " +
+			"XFS: sum of fincore over the files. reflinkfs held: the daemon's cached_bytes (stats) plus the page cache of the files: cachestat(2) of each file's FUSE inode " +
+			"(0 for files served with FOPEN_DIRECT_IO or passed through) plus the passthrough backing files' page cache (stats backing_cached_bytes: clones read through FUSE passthrough are cached there, once per content). " +
 			"RSS growth: the daemon's VmRSS after reading minus before."}
 		out = append(out, t)
 	}
-	if hasMetrics(rec, WorkloadRead) {
+	if slices.ContainsFunc(rec.Cases(WorkloadRead, mCachedRead), func(cs string) bool { return !isCloneCase(cs) }) {
 		t := Table{Workload: WorkloadRead, Title: fmt.Sprintf("3. Sequential read of a %s file (%s)", sizeLabel(cfg.ReadFileSize), runs),
 			Columns: []string{"reads", "measure", "reflinkfs", "XFS", "reflinkfs/XFS"}}
 		ms := []measure{{mUncachedRead, "uncached throughput"}, {mDaemonCPUUnc, "uncached: daemon CPU per GiB"}, {mCachedRead, "cached throughput"}, {mCachedSecs, "cached: time per GiB"},
 			{mReaderCPU, "cached: reader CPU per GiB"}, {mDaemonCPU, "cached: daemon CPU per GiB"}}
 		for _, cs := range rec.Cases(WorkloadRead, mCachedRead) {
+			if isCloneCase(cs) {
+				continue // table 3b
+			}
 			for _, m := range ms {
 				if rec.Get(WorkloadRead, m.name, cs, fsReflinkfs) == nil && rec.Get(WorkloadRead, m.name, cs, fsXFS) == nil {
 					continue // a case only the ceiling has
@@ -147,6 +151,7 @@ func buildTables(rec *Recorder, cfg *Config) []Table {
 				"(second of two reads, between the two file systems in every run), and stands in the reflinkfs column as the most a FUSE file system can deliver here."}
 		out = append(out, t)
 	}
+	out = append(out, passthroughTables(rec, cfg)...)
 	if hasMetrics(rec, WorkloadCoW) {
 		t := Table{Workload: WorkloadCoW, Title: "4. " + cowCaseLabel(cfg.CoWWrites, cfg.CoWFileSize) + " (" + runs + ")",
 			Columns: []string{"file", "measure", "reflinkfs", "XFS", "reflinkfs/XFS"}}
@@ -318,6 +323,9 @@ func checkTargets(rec *Recorder, cfg *Config) []TargetCheck {
 		out = append(out, TargetCheck{Target: label, Measured: measured, Verdict: v})
 	} else {
 		add(label, measured, v == "met", rfr != nil)
+	}
+	if hasMetrics(rec, WorkloadMapped) || hasCloneReads(rec) {
+		out = append(out, passthroughTargets(rec)...)
 	}
 	return out
 }

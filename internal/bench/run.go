@@ -77,6 +77,10 @@ func (r *run) workload(ctx context.Context, id string) error {
 		return r.memoryOfClones(ctx)
 	case WorkloadRead:
 		return r.readThroughput(ctx)
+	case WorkloadMapped:
+		return r.mappedSharing(ctx)
+	case WorkloadOpen:
+		return r.firstOpen(ctx)
 	case WorkloadCoW:
 		return r.cowOverwrites(ctx)
 	case WorkloadTree:
@@ -136,6 +140,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			break
 		}
 		if id != WorkloadLibrary {
+			// A workload that measured share=off leaves the default behind.
+			if _, err := env.Share(ctx, ""); err != nil {
+				res.Errors[id] = "reflinkfs could not be remounted with the default share=: " + err.Error()
+				continue
+			}
 			if remounted, err := env.EnsureReflinkfs(ctx); err != nil {
 				res.Errors[id] = "reflinkfs is not mounted and could not be remounted: " + err.Error()
 				continue

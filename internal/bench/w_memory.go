@@ -18,6 +18,7 @@ const (
 	mMeminfoCached   = "meminfo_cached_delta" // growth of /proc/meminfo Cached while this file system was read
 	mReadAll         = "read_all"             // time to read every file
 	mFileSize        = "file_size"            // the size of one file (or tree)
+	mBackingCached   = "backing_cached_bytes" // reflinkfs stats passthrough.backing_cached_bytes
 	seedMemory       = 303
 	memoryReadBuffer = 1 << 20
 )
@@ -125,9 +126,18 @@ func (r *run) readAndMeasure(ctx context.Context, w, cs string, x float64, i int
 	if err != nil {
 		return err
 	}
-	rfsPages, err := fincoreBytes(ctx, files[fsReflinkfs])
+	// Not fincore on reflinkfs: it maps each file, and a mapping of a
+	// passthrough file shows the backing file's pages, so every clone
+	// would count the same pages again. cachestat gives each FUSE inode's
+	// own pages (none when reads were passed through); the backing files'
+	// page cache comes from the daemon.
+	rfsPages, err := cachedBytesSum(files[fsReflinkfs])
 	if err != nil {
 		return err
+	}
+	if st.Passthrough != nil {
+		rfsPages += st.Passthrough.BackingCachedBytes
+		r.rec.Add(w, mBackingCached, cs, x, fsReflinkfs, unitBytes, float64(st.Passthrough.BackingCachedBytes))
 	}
 	r.rec.Add(w, mHeld, cs, x, fsXFS, unitBytes, float64(xfsPages))
 	r.rec.Add(w, mPageCache, cs, x, fsXFS, unitBytes, float64(xfsPages))
@@ -140,6 +150,19 @@ func (r *run) readAndMeasure(ctx context.Context, w, cs string, x float64, i int
 		r.rec.Add(w, mFileSize, cs, x, t.key, unitBytes, float64(unit))
 	}
 	return nil
+}
+
+// cachedBytesSum is the sum of cachedBytes over files.
+func cachedBytesSum(files []string) (int64, error) {
+	var total int64
+	for _, f := range files {
+		n, err := cachedBytes(f)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
 }
 
 // timeIt returns how long fn took.

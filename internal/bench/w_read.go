@@ -26,6 +26,11 @@ const (
 
 func readCase(bs int) string { return sizeLabel(int64(bs)) + " reads" }
 
+// sharedReadCase is the case of reads of a file that shares its blocks
+// (a clone): on reflinkfs with passthrough the kernel serves it from the
+// backing file's page cache.
+func sharedReadCase(bs int) string { return readCase(bs) + ", clone" }
+
 // readThroughput: sequential read of one file with 1 MiB and 128 KiB
 // read(2) calls, from cold caches (uncached) and again right after
 // (cached, the figure of the second read). The same reads of a file of the
@@ -45,9 +50,24 @@ func (r *run) readThroughput(ctx context.Context) error {
 			return err
 		}
 	}
+	// A second file and its clone: the read of the clone is passed
+	// through on reflinkfs. The first file stays unshared, so its rows
+	// keep measuring reads served by the daemon (FOPEN_DIRECT_IO).
+	for _, t := range r.targets() {
+		r.log.Printf("[read] writing a second %s file on %s and cloning it", sizeLabel(size), t.name)
+		src := filepath.Join(t.dir(w), "shared")
+		if err := writeSequential(ctx, src, size, seedRead+1); err != nil {
+			return err
+		}
+		if _, _, err := t.cloneFile(src, filepath.Join(t.dir(w), "shared-clone")); err != nil {
+			return err
+		}
+	}
+	if err := r.syncAll(); err != nil {
+		return err
+	}
 	ceiling := r.startCeiling(size)
 	defer r.stopCeiling(ceiling)
-	gib := float64(size) / (1 << 30)
 	for i := 0; i < r.cfg.Runs; i++ {
 		for _, bs := range r.cfg.ReadBlockSizes {
 			cs := readCase(bs)
@@ -67,48 +87,76 @@ func (r *run) readThroughput(ctx context.Context) error {
 						ceiling = nil
 					}
 				}
-				path := filepath.Join(t.dir(w), "file")
-				pid := r.env.DaemonPID()
-				cpuU, err := processCPU(pid)
-				if err != nil {
+				if err := r.measureRead(w, cs, bs, t.key, filepath.Join(t.dir(w), "file"), size); err != nil {
 					return err
-				}
-				first, err := readFile(path, bs)
-				if err != nil {
-					return err
-				}
-				cpu0, err := processCPU(pid)
-				if err != nil {
-					return err
-				}
-				second, err := readFile(path, bs)
-				if err != nil {
-					return err
-				}
-				cpu1, err := processCPU(pid)
-				if err != nil {
-					return err
-				}
-				if first.Bytes != size || second.Bytes != size {
-					return fmt.Errorf("%s: read %d and %d bytes, want %d", path, first.Bytes, second.Bytes, size)
-				}
-				r.rec.Add(w, mUncachedRead, cs, float64(bs), t.key, unitBPS, float64(size)/first.Elapsed.Seconds())
-				r.rec.Add(w, mCachedRead, cs, float64(bs), t.key, unitBPS, float64(size)/second.Elapsed.Seconds())
-				r.rec.Add(w, mCachedSecs, cs, float64(bs), t.key, unitSeconds, second.Elapsed.Seconds()/gib)
-				r.rec.Add(w, mReaderCPU, cs, float64(bs), t.key, unitSeconds, second.CPU.Seconds()/gib)
-				if t.isReflinkfs() {
-					r.rec.Add(w, mDaemonCPU, cs, float64(bs), t.key, unitSeconds, (cpu1-cpu0).Seconds()/gib)
-					r.rec.Add(w, mDaemonCPUUnc, cs, float64(bs), t.key, unitSeconds, (cpu0-cpuU).Seconds()/gib)
 				}
 			}
-			r.log.Printf("[read] %s run %d/%d: cached XFS %s, reflinkfs %s, FUSE ceiling %s", cs, i+1, r.cfg.Runs,
+			// The shared file (a clone) on reflinkfs with passthrough, with
+			// share=off, and on XFS; caches are still cold for it.
+			for _, v := range rotate(r.shareVariants(), i) {
+				if err := r.use(ctx, v); err != nil {
+					return err
+				}
+				if err := r.measureRead(w, sharedReadCase(bs), bs, v.key, filepath.Join(v.t.dir(w), "shared-clone"), size); err != nil {
+					return err
+				}
+			}
+			if _, err := r.env.Share(ctx, ""); err != nil {
+				return err
+			}
+			r.log.Printf("[read] %s run %d/%d: cached XFS %s, reflinkfs %s, FUSE ceiling %s; clone: XFS %s, reflinkfs %s, share=off %s", cs, i+1, r.cfg.Runs,
 				fmtValue(unitBPS, lastSample(r.rec.Get(w, mCachedRead, cs, fsXFS))),
 				fmtValue(unitBPS, lastSample(r.rec.Get(w, mCachedRead, cs, fsReflinkfs))),
-				fmtValue(unitBPS, lastSample(r.rec.Get(w, mCachedRead, cs, fsFUSECeiling))))
+				fmtValue(unitBPS, lastSample(r.rec.Get(w, mCachedRead, cs, fsFUSECeiling))),
+				fmtValue(unitBPS, lastSample(r.rec.Get(w, mCachedRead, sharedReadCase(bs), fsXFS))),
+				fmtValue(unitBPS, lastSample(r.rec.Get(w, mCachedRead, sharedReadCase(bs), fsReflinkfs))),
+				fmtValue(unitBPS, lastSample(r.rec.Get(w, mCachedRead, sharedReadCase(bs), fsReflinkfsOff))))
 		}
 	}
 	if r.cfg.Perf {
 		r.profileReads(ctx, filepath.Join(r.rfs.dir(w), "file"))
+	}
+	return nil
+}
+
+// measureRead reads path twice with bs-byte reads (caches must be cold)
+// and records the first (uncached) and second (cached) read as fs key; on
+// reflinkfs also the daemon's CPU time.
+func (r *run) measureRead(w, cs string, bs int, key, path string, size int64) error {
+	gib := float64(size) / (1 << 30)
+	pid := r.env.DaemonPID()
+	rfs := key == fsReflinkfs || key == fsReflinkfsOff
+	cpuU, err := processCPU(pid)
+	if err != nil {
+		return err
+	}
+	first, err := readFile(path, bs)
+	if err != nil {
+		return err
+	}
+	cpu0, err := processCPU(pid)
+	if err != nil {
+		return err
+	}
+	second, err := readFile(path, bs)
+	if err != nil {
+		return err
+	}
+	cpu1, err := processCPU(pid)
+	if err != nil {
+		return err
+	}
+	if first.Bytes != size || second.Bytes != size {
+		return fmt.Errorf("%s: read %d and %d bytes, want %d", path, first.Bytes, second.Bytes, size)
+	}
+	x := float64(bs)
+	r.rec.Add(w, mUncachedRead, cs, x, key, unitBPS, float64(size)/first.Elapsed.Seconds())
+	r.rec.Add(w, mCachedRead, cs, x, key, unitBPS, float64(size)/second.Elapsed.Seconds())
+	r.rec.Add(w, mCachedSecs, cs, x, key, unitSeconds, second.Elapsed.Seconds()/gib)
+	r.rec.Add(w, mReaderCPU, cs, x, key, unitSeconds, second.CPU.Seconds()/gib)
+	if rfs {
+		r.rec.Add(w, mDaemonCPU, cs, x, key, unitSeconds, (cpu1-cpu0).Seconds()/gib)
+		r.rec.Add(w, mDaemonCPUUnc, cs, x, key, unitSeconds, (cpu0-cpuU).Seconds()/gib)
 	}
 	return nil
 }
