@@ -74,23 +74,11 @@ func (v *ReadView) Len() int { return v.n }
 
 // Release unpins the view's frames and lets writers to the file proceed.
 // Further calls do nothing.
-func (v *ReadView) Release() { v.release(false) }
-
-// ReleaseUncached is Release for a reader that caches the data itself (the
-// kernel's page cache of a FUSE passthrough backing file): the view's
-// blocks leave the block cache unless they are dirty or pinned by another
-// reader, so they are not held twice.
-func (v *ReadView) ReleaseUncached() { v.release(true) }
-
-func (v *ReadView) release(drop bool) {
+func (v *ReadView) Release() {
 	if v.in == nil {
 		return
 	}
-	if drop {
-		v.fsys.cache.UnpinAllDrop(v.frames)
-	} else {
-		v.fsys.cache.UnpinAll(v.frames)
-	}
+	v.fsys.cache.UnpinAll(v.frames)
 	v.in.lock.RUnlock()
 	v.in, v.frames, v.slices = nil, nil, nil
 }

@@ -109,7 +109,5 @@ func (sv *server) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fus
 		v.Release()
 		return fuse.ReadResultData(nil), fuse.OK
 	}
-	// The kernel keeps what it reads in the backing file's page cache:
-	// the block cache need not hold it too.
-	return fusereply.ViewUncached(v), fuse.OK
+	return fusereply.View(v), fuse.OK
 }

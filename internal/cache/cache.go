@@ -479,16 +479,7 @@ func (c *Cache) GetRun(first, reader uint64, out []*Frame) int {
 
 // UnpinAll releases one pin of each frame in fs, as Unpin does, taking each
 // shard's lock once per maximal run of consecutive entries in the same shard.
-func (c *Cache) UnpinAll(fs []*Frame) { c.unpinAll(fs, false) }
-
-// UnpinAllDrop is UnpinAll that also evicts each frame nobody else pins
-// whose data is clean and on the device: for a reader that keeps the data
-// itself (the kernel's page cache, for FUSE passthrough), so the block is
-// not cached twice. Dirty frames, frames being written and frames other
-// readers pin stay.
-func (c *Cache) UnpinAllDrop(fs []*Frame) { c.unpinAll(fs, true) }
-
-func (c *Cache) unpinAll(fs []*Frame, drop bool) {
+func (c *Cache) UnpinAll(fs []*Frame) {
 	for i := 0; i < len(fs); {
 		k := fs[i].shard
 		s := &c.shards[k]
@@ -502,11 +493,6 @@ func (c *Cache) unpinAll(fs []*Frame, drop bool) {
 			}
 			if s.unpinQuiet(f) {
 				woke = true
-				const clean = fIndexed | fValid
-				if drop && f.flags&(clean|fDirty|fLoading|fWriteback|fWriting) == clean {
-					s.unindex(f)
-					s.release(f)
-				}
 			}
 		}
 		if woke {

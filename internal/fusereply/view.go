@@ -12,26 +12,12 @@ import (
 // View replies to a read from v's cache frames without a copy: go-fuse
 // writes Slices with one writev and then calls Done, which releases the
 // view (go-fuse calls Done for every non-empty result it is given).
-func View(v *reflinkfs.ReadView) fuse.ReadResult { return viewResult{v, false} }
+func View(v *reflinkfs.ReadView) fuse.ReadResult { return viewResult{v} }
 
-// ViewUncached is View for a reader whose kernel caches what it reads (the
-// passthrough backing mount): the blocks leave the engine's block cache
-// once sent (ReadView.ReleaseUncached).
-func ViewUncached(v *reflinkfs.ReadView) fuse.ReadResult { return viewResult{v, true} }
+type viewResult struct{ v *reflinkfs.ReadView }
 
-type viewResult struct {
-	v        *reflinkfs.ReadView
-	uncached bool
-}
-
-func (r viewResult) Size() int { return r.v.Len() }
-func (r viewResult) Done() {
-	if r.uncached {
-		r.v.ReleaseUncached()
-	} else {
-		r.v.Release()
-	}
-}
+func (r viewResult) Size() int                       { return r.v.Len() }
+func (r viewResult) Done()                           { r.v.Release() }
 func (r viewResult) Slices() ([][]byte, fuse.Status) { return r.v.Slices(), fuse.OK }
 
 // Bytes is the fallback of a ReadResult (used only if go-fuse cannot write
