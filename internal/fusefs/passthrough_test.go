@@ -324,11 +324,19 @@ func TestPassthroughExecWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	for i := 0; m.srv.Passthrough().OpenNow == 0; i++ {
+	// Wait until the shell has become the clone (its execve is done).
+	exe := fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid)
+	for i := 0; ; i++ {
+		if p, _ := os.Readlink(exe); p == m.path("sleep2") {
+			break
+		}
 		if i == 500 {
-			t.Fatal("the running clone is not open through passthrough")
+			t.Fatal("the clone did not start running")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if m.srv.Passthrough().OpenNow == 0 {
+		t.Fatalf("the running clone is not open through passthrough: %+v", m.srv.Passthrough())
 	}
 	if _, err := os.OpenFile(m.path("sleep2"), os.O_WRONLY, 0); !isErrno(err, syscall.ETXTBSY) {
 		t.Fatalf("open for writing of a running clone: %v, want ETXTBSY", err)
