@@ -17,13 +17,16 @@ import (
 	"github.com/reflinkfs/reflinkfs/internal/meta"
 )
 
-// WriteAtSharing writes p at off like WriteAt, except that each whole,
-// block-aligned block of p that equals the block at the same offset of one
-// of sources is made to share that block (copy on write, as CloneRange:
+// WriteAtSharing writes p at off like WriteAt, except that each block the
+// write touches that will then equal the block at the same offset of one of
+// sources is made to share that block (copy on write, as CloneRange:
 // the source's dirty data is written back first, so shared blocks are
 // clean), and each whole block of zeros at an offset where that source has
-// a hole (or preallocated blocks) becomes a hole. Partial blocks, and blocks
-// that match no source, are written normally. The file grows to off+len(p)
+// a hole (or preallocated blocks) becomes a hole. A block the write covers
+// in part is compared as it reads after the write (its other bytes are the
+// file's), so a copy written in pieces that are not block multiples is
+// shared too, block by block as the pieces complete them. Blocks that match
+// no source are written normally. The file grows to off+len(p)
 // if shorter, as with WriteAt. Sources must be open for reading on the same
 // FS; sources that are f's own inode, not regular, or closed are ignored.
 //
@@ -40,8 +43,6 @@ func (f *File) WriteAtSharing(p []byte, off int64, sources []*File) (int, int64,
 	if err := checkRange(off, int64(len(p))); err != nil {
 		return 0, 0, f.err("write", err)
 	}
-	b0 := (uint64(off) + BlockSize - 1) / BlockSize
-	b1 := (uint64(off) + uint64(len(p))) / BlockSize
 	var srcs []*File
 	for _, s := range sources {
 		if s == nil || s.fsys != f.fsys || s.in == f.in || !s.readable() || s.checkOpen() != nil {
@@ -52,7 +53,7 @@ func (f *File) WriteAtSharing(p []byte, off int64, sources []*File) (int, int64,
 		}
 		srcs = append(srcs, s)
 	}
-	if b1 <= b0 || len(srcs) == 0 {
+	if len(p) == 0 || len(srcs) == 0 {
 		n, err := f.WriteAt(p, off)
 		return n, 0, err
 	}
@@ -69,7 +70,7 @@ func (f *File) WriteAtSharing(p []byte, off int64, sources []*File) (int, int64,
 	var shared, holes int64
 	err := f.lockSharing(srcs, func(op *opState) error {
 		var err error
-		shared, holes, err = fsys.writeSharing(op, f.in, srcs, p, off, b0, b1)
+		shared, holes, err = fsys.writeSharing(op, f.in, srcs, p, off)
 		return err
 	})
 	if errors.Is(err, syscall.ENOSPC) {
@@ -133,19 +134,45 @@ func (f *File) lockSharing(srcs []*File, fn func(op *opState) error) error {
 	return fn(op)
 }
 
-// writeSharing is WriteAtSharing with the locks held: it finds, for file
-// blocks [b0, b1) (whole blocks of the write), the source each block can
-// share, remaps runs of them, and writes the rest.
-func (fsys *FS) writeSharing(op *opState, in *inode, srcs []*File, p []byte, off int64, b0, b1 uint64) (shared, holes int64, err error) {
+// writeSharing is WriteAtSharing with the locks held: it finds, for the
+// file blocks the write touches, the source each block can share, remaps
+// runs of them, and writes the rest. A block the write covers only in part
+// is compared as it will read after the write (its current bytes with the
+// new ones laid over them): a copy tool writing in pieces that are not
+// block multiples (tar's 10 KiB records) completes such a block with its
+// next write, which then shares it.
+func (fsys *FS) writeSharing(op *opState, in *inode, srcs []*File, p []byte, off int64) (shared, holes int64, err error) {
+	start, end := uint64(off), uint64(off)+uint64(len(p))
+	b0, b1 := start/BlockSize, (end+BlockSize-1)/BlockSize
 	n := int(b1 - b0)
+	var dstSize int64
+	fsys.locked(func() error { dstSize = in.rec.Size; return nil })
+	merged := map[int][]byte{}
+	var mergeErr error
+	// block returns block i of the range as it reads after the write.
+	block := func(i int) []byte {
+		bs := (b0 + uint64(i)) * BlockSize
+		if bs >= start && bs+BlockSize <= end {
+			return p[bs-start : bs-start+BlockSize]
+		}
+		if b, ok := merged[i]; ok {
+			return b
+		}
+		b := make([]byte, BlockSize)
+		if int64(bs) < dstSize {
+			if err := fsys.readLocked(in, b[:min(BlockSize, dstSize-int64(bs))], int64(bs)); err != nil && mergeErr == nil {
+				mergeErr = err
+			}
+		}
+		from, to := max(start, bs), min(end, bs+BlockSize)
+		copy(b[from-bs:to-bs], p[from-start:to-start])
+		merged[i] = b
+		return b
+	}
 	match := make([]int, n) // index into srcs, or -1
 	isHole := make([]bool, n)
 	for i := range match {
 		match[i] = -1
-	}
-	block := func(i int) []byte {
-		s := (b0+uint64(i))*BlockSize - uint64(off)
-		return p[s : s+BlockSize]
 	}
 	zero := make([]int8, n) // 0 unknown, 1 zero, -1 not
 	isZero := func(i int) bool {
@@ -175,8 +202,8 @@ func (fsys *FS) writeSharing(op *opState, in *inode, srcs []*File, p []byte, off
 		}); err != nil {
 			return 0, 0, err
 		}
-		// Only blocks wholly inside the source's size.
-		limit := min(n, int(max(0, size/BlockSize-int64(b0))))
+		// Blocks of the source's contents: up to its end of file.
+		limit := min(n, int(max(0, (size+BlockSize-1)/BlockSize-int64(b0))))
 		for _, sg := range segs {
 			for i := int(sg.start); i < int(sg.end) && i < limit; i++ {
 				if match[i] >= 0 {
@@ -192,6 +219,9 @@ func (fsys *FS) writeSharing(op *opState, in *inode, srcs []*File, p []byte, off
 						return 0, 0, err
 					}
 				}
+				if mergeErr != nil {
+					return 0, 0, mergeErr
+				}
 				if eq {
 					match[i] = si
 					left--
@@ -200,13 +230,12 @@ func (fsys *FS) writeSharing(op *opState, in *inode, srcs []*File, p []byte, off
 		}
 	}
 	// Remap runs of blocks matching one source; write everything else.
-	pos := uint64(off) // written up to here
-	end := uint64(off) + uint64(len(p))
+	pos := start // handled up to here
 	write := func(to uint64) error {
 		if to <= pos {
 			return nil
 		}
-		err := fsys.writeLocked(op, in, p[pos-uint64(off):to-uint64(off)], int64(pos))
+		err := fsys.writeLocked(op, in, p[pos-start:to-start], int64(pos))
 		pos = to
 		return err
 	}
@@ -219,7 +248,7 @@ func (fsys *FS) writeSharing(op *opState, in *inode, srcs []*File, p []byte, off
 		for j < n && match[j] == match[i] {
 			j++
 		}
-		if err := write((b0 + uint64(i)) * BlockSize); err != nil {
+		if err := write(max(start, (b0+uint64(i))*BlockSize)); err != nil {
 			return shared, holes, err
 		}
 		s := srcs[match[i]]
@@ -235,7 +264,7 @@ func (fsys *FS) writeSharing(op *opState, in *inode, srcs []*File, p []byte, off
 				shared++
 			}
 		}
-		pos = (b0 + uint64(j)) * BlockSize
+		pos = min(end, (b0+uint64(j))*BlockSize)
 		i = j
 	}
 	if err := write(end); err != nil {

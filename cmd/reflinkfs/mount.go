@@ -48,8 +48,10 @@ type mountConfig struct {
 	Metrics    string // TCP address for /metrics, or ""
 	VFSFlags   []string
 	Share      fusefs.ShareMode
-	Remount    bool
-	Warnings   []string
+	// NoCopyShare is copyshare=off (copy detection off).
+	NoCopyShare bool
+	Remount     bool
+	Warnings    []string
 }
 
 // mountFlags are the raw command line values of `reflinkfs mount`.
@@ -139,7 +141,7 @@ func resolveMountConfig(f *mountFlags) (mountConfig, error) {
 		return mountConfig{}, err
 	}
 	cfg := mountConfig{ReadOnly: opts.ReadOnly, Debug: opts.Debug, Metrics: f.metricsAddr, VFSFlags: opts.VFSFlags,
-		Remount: opts.Remount, Warnings: opts.Warnings}
+		Remount: opts.Remount, Warnings: opts.Warnings, NoCopyShare: opts.NoCopyShare}
 	if opts.Share != "" {
 		cfg.Share, _ = fusefs.ParseShareMode(opts.Share) // checked by parseMountOptions
 	}
@@ -399,6 +401,7 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 		Debug:              cfg.Debug,
 		MountFlags:         cfg.VFSFlags,
 		Share:              cfg.Share,
+		NoCopyShare:        cfg.NoCopyShare,
 		Logger:             log,
 	})
 	if err != nil {

@@ -48,6 +48,7 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 		_ = f.Close()
 		return status
 	}
+	fs.trackSource(&in.Caller, h)
 	out.Fh = fs.addFile(h)
 	out.OpenFlags = openFlags(in.Flags)
 	if b != nil {
@@ -109,6 +110,9 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 		return
 	}
 	fs.releaseIO(h)
+	if h.src != nil {
+		fs.copy.released(h.src)
+	}
 	if err := h.f.Close(); err != nil {
 		fs.log.Warn("reflinkfs: close", "ino", h.ino, "err", err)
 	}
@@ -163,7 +167,10 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 	if err := fs.dropPrivileges(h.ino, &in.Caller, in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0); err != nil {
 		return 0, fs.status(err)
 	}
-	n, err := h.f.WriteAt(data, int64(in.Offset))
+	n, shared, err := fs.writeSharing(&in.Caller, h, data, int64(in.Offset))
+	if !shared {
+		n, err = h.f.WriteAt(data, int64(in.Offset))
+	}
 	if err != nil && n == 0 {
 		return 0, fs.status(err)
 	}
