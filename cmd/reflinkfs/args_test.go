@@ -132,7 +132,16 @@ func TestParseMountOptions(t *testing.T) {
 		t.Errorf("subtype=: %+v, err %v", o, err)
 	}
 
+	o = mountOptions{}
+	if err := parseMountOptions([]string{"copyshare=off"}, &o); err != nil || !o.NoCopyShare {
+		t.Errorf("copyshare=off: %+v, err %v", o, err)
+	}
+	if err := parseMountOptions([]string{"copyshare=on"}, &o); err != nil || o.NoCopyShare {
+		t.Errorf("copyshare=on after off: %+v, err %v", o, err)
+	}
+
 	bad := map[string]string{
+		"copyshare=maybe":    "copyshare=maybe: want on or off",
 		"user_id=0":          "user_id=0: set by reflinkfs itself (accepted only with remount",
 		"remount,max_read=x": "max_read=x: not a number",
 		"size=lots":          "mount option size=lots: not a size",
