@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/reflinkfs/reflinkfs/internal/fusefs"
 )
 
 func TestParseSize(t *testing.T) {
@@ -267,6 +269,11 @@ func TestDaemonArgsRoundTrip(t *testing.T) {
 	}
 	if opts, _ := mountCmd.Flags().GetStringArray("options"); len(opts) != 1 || opts[0] != "ro,debug" {
 		t.Errorf("-o %q, want [ro,debug]", opts)
+	}
+	// share= and copyshare= reach the daemon too.
+	cfg.Share, cfg.NoCopyShare = fusefs.ShareOff, true
+	if got := strings.Join(daemonArgs(cfg), " "); !strings.Contains(got, "-o ro,debug,share=off,copyshare=off ") {
+		t.Errorf("daemon args %q lack share=off,copyshare=off", got)
 	}
 	if mountCmd.Flags().Changed("daemon") {
 		t.Error("daemon would fork again")

@@ -581,6 +581,12 @@ func daemonArgs(cfg mountConfig) []string {
 		opts = append(opts, "debug")
 	}
 	opts = append(opts, cfg.VFSFlags...)
+	if cfg.Share != fusefs.ShareReadOnly {
+		opts = append(opts, "share="+cfg.Share.String())
+	}
+	if cfg.NoCopyShare {
+		opts = append(opts, "copyshare=off")
+	}
 	if len(opts) > 0 {
 		args = append(args, "-o", strings.Join(opts, ","))
 	}

@@ -1,0 +1,75 @@
+#!/bin/bash
+# Measure copy detection (docs/copy-sharing.md): the same workloads on two
+# mounts of one build, copyshare=on and copyshare=off, alternating, and the
+# median of RUNS runs of each.
+#
+#   scripts/bench-copyshare.sh [RUNS]      (root; default 5 runs)
+#
+# Workloads:
+#   unique        dd of 256 MiB of random data (from /dev/shm) in 1 MiB writes
+#                 into a new file: no source in the writer's process group
+#   unique+src    the same with a 256 MiB file of the mount held open for
+#                 reading by the writer's shell: every block is compared with
+#                 it (the worst case for unique data)
+#   cp sparse     cp of a 256 MiB sparse file holding 128 MiB of data
+#                 (coreutils 9.1: SEEK_DATA + read/write)
+# Figures are MB/s of data written (for cp: of data copied), wall clock,
+# without fsync (the writes land in the daemon's block cache and are written
+# back behind them, as for any buffered write).
+set -eu
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+RUNS=${1:-5}
+[ "$(id -u)" = 0 ] || die "run as root"
+need_go
+go build -o bin/reflinkfs ./cmd/reflinkfs
+BIN=$PWD/bin/reflinkfs
+WORK=$(mktemp -d /var/tmp/bench-copyshare.XXXXXX)
+RAND=/dev/shm/bench-copyshare.rand
+cleanup() {
+	for m in on off; do "$BIN" umount "$WORK/mnt-$m" 2>/dev/null || true; done
+	rm -rf "$WORK" "$RAND"
+}
+trap cleanup EXIT
+head -c $((256 << 20)) /dev/urandom >"$RAND"
+for m in on off; do
+	mkdir -p "$WORK/mnt-$m"
+	"$BIN" mount -d --size 8G --cache-size 2G -o copyshare=$m "$WORK/img-$m" "$WORK/mnt-$m"
+	# The source of the unique+src and cp workloads.
+	dd if="$RAND" of="$WORK/mnt-$m/src" bs=1M status=none
+	dd if="$RAND" of="$WORK/mnt-$m/sparse" bs=1M count=64 status=none
+	dd if="$RAND" of="$WORK/mnt-$m/sparse" bs=1M count=64 skip=64 seek=128 conv=notrunc status=none
+	truncate -s 256M "$WORK/mnt-$m/sparse"
+done
+
+now() { date +%s%N; }
+# mbps BYTES START END
+mbps() { echo "$1 $2 $3" | awk '{ printf "%.0f", $1 / (($3 - $2) / 1e9) / 1e6 }'; }
+
+declare -A res
+for run in $(seq "$RUNS"); do
+	for m in on off; do
+		mp=$WORK/mnt-$m
+		rm -f "$mp/u" "$mp/v" "$mp/c"
+		t0=$(now); dd if="$RAND" of="$mp/u" bs=1M status=none; t1=$(now)
+		res[unique-$m]+="$(mbps $((256 << 20)) "$t0" "$t1") "
+		t0=$(now); bash -c "exec 3<'$mp/src'; dd if='$RAND' of='$mp/v' bs=1M seek=0 status=none; exec 3<&-" ; t1=$(now)
+		res[src-$m]+="$(mbps $((256 << 20)) "$t0" "$t1") "
+		t0=$(now); cp "$mp/sparse" "$mp/c"; t1=$(now)
+		res[cp-$m]+="$(mbps $((128 << 20)) "$t0" "$t1") "
+		rm -f "$mp/u" "$mp/v" "$mp/c"
+	done
+done
+median() { tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+printf "%-12s %14s %14s %8s   runs (MB/s, on | off)\n" workload "copyshare=on" "copyshare=off" "on/off"
+for w in unique src cp; do
+	on=$(echo "${res[$w-on]}" | median)
+	off=$(echo "${res[$w-off]}" | median)
+	name=$w
+	[ "$w" = src ] && name=unique+src
+	[ "$w" = cp ] && name="cp sparse"
+	printf "%-12s %14s %14s %8s   %s| %s\n" "$name" "$on" "$off" "$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.2f", a / b }')" "${res[$w-on]}" "${res[$w-off]}"
+done
+for m in on off; do
+	echo "copyshare=$m: $("$BIN" stats --json "$WORK/mnt-$m" | grep -E '"(used_bytes|copy_shared_blocks|copy_hole_blocks)"' | tr -d ' \n')"
+done
