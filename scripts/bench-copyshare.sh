@@ -3,7 +3,7 @@
 # mounts of one build, copyshare=on and copyshare=off, alternating, and the
 # median of RUNS runs of each.
 #
-#   scripts/bench-copyshare.sh [RUNS]      (root; default 5 runs)
+#   scripts/bench-copyshare.sh [RUNS]      (root; default 7 runs)
 #
 # Workloads:
 #   unique        dd of 256 MiB of random data (from /dev/shm) in 1 MiB writes
@@ -19,26 +19,28 @@
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-RUNS=${1:-5}
+RUNS=${1:-7}
 [ "$(id -u)" = 0 ] || die "run as root"
 need_go
 go build -o bin/reflinkfs ./cmd/reflinkfs
 BIN=$PWD/bin/reflinkfs
 WORK=$(mktemp -d /var/tmp/bench-copyshare.XXXXXX)
-RAND=/dev/shm/bench-copyshare.rand
+RAND=/dev/shm/bench-copyshare.rand   # the unique data written
+SRC=/dev/shm/bench-copyshare.src     # other random data: the sources' contents
 cleanup() {
 	for m in on off; do "$BIN" umount "$WORK/mnt-$m" 2>/dev/null || true; done
-	rm -rf "$WORK" "$RAND"
+	rm -rf "$WORK" "$RAND" "$SRC"
 }
 trap cleanup EXIT
 head -c $((256 << 20)) /dev/urandom >"$RAND"
+head -c $((256 << 20)) /dev/urandom >"$SRC"
 for m in on off; do
 	mkdir -p "$WORK/mnt-$m"
 	"$BIN" mount -d --size 8G --cache-size 2G -o copyshare=$m "$WORK/img-$m" "$WORK/mnt-$m"
 	# The source of the unique+src and cp workloads.
-	dd if="$RAND" of="$WORK/mnt-$m/src" bs=1M status=none
-	dd if="$RAND" of="$WORK/mnt-$m/sparse" bs=1M count=64 status=none
-	dd if="$RAND" of="$WORK/mnt-$m/sparse" bs=1M count=64 skip=64 seek=128 conv=notrunc status=none
+	dd if="$SRC" of="$WORK/mnt-$m/src" bs=1M status=none
+	dd if="$SRC" of="$WORK/mnt-$m/sparse" bs=1M count=64 status=none
+	dd if="$SRC" of="$WORK/mnt-$m/sparse" bs=1M count=64 skip=64 seek=128 conv=notrunc status=none
 	truncate -s 256M "$WORK/mnt-$m/sparse"
 done
 
@@ -51,11 +53,13 @@ for run in $(seq "$RUNS"); do
 	for m in on off; do
 		mp=$WORK/mnt-$m
 		rm -f "$mp/u" "$mp/v" "$mp/c"
-		t0=$(now); dd if="$RAND" of="$mp/u" bs=1M status=none; t1=$(now)
+		# Each workload in a process group of its own (setsid --wait): the
+		# script's other commands are no sources for it.
+		t0=$(now); setsid --wait dd if="$RAND" of="$mp/u" bs=1M status=none; t1=$(now)
 		res[unique-$m]+="$(mbps $((256 << 20)) "$t0" "$t1") "
-		t0=$(now); bash -c "exec 3<'$mp/src'; dd if='$RAND' of='$mp/v' bs=1M seek=0 status=none; exec 3<&-" ; t1=$(now)
+		t0=$(now); setsid --wait bash -c "exec 3<'$mp/src'; dd if='$RAND' of='$mp/v' bs=1M seek=0 status=none; exec 3<&-" ; t1=$(now)
 		res[src-$m]+="$(mbps $((256 << 20)) "$t0" "$t1") "
-		t0=$(now); cp "$mp/sparse" "$mp/c"; t1=$(now)
+		t0=$(now); setsid --wait cp "$mp/sparse" "$mp/c"; t1=$(now)
 		res[cp-$m]+="$(mbps $((128 << 20)) "$t0" "$t1") "
 		rm -f "$mp/u" "$mp/v" "$mp/c"
 	done
