@@ -14,6 +14,7 @@ import (
 	"slices"
 	"syscall"
 
+	"github.com/reflinkfs/reflinkfs/internal/cache"
 	"github.com/reflinkfs/reflinkfs/internal/meta"
 )
 
@@ -205,26 +206,48 @@ func (fsys *FS) writeSharing(op *opState, in *inode, srcs []*File, p []byte, off
 		// Blocks of the source's contents: up to its end of file.
 		limit := min(n, int(max(0, (size+BlockSize-1)/BlockSize-int64(b0))))
 		for _, sg := range segs {
-			for i := int(sg.start); i < int(sg.end) && i < limit; i++ {
-				if match[i] >= 0 {
-					continue
-				}
-				var eq bool
-				if !sg.written {
-					eq = isZero(i)
-					isHole[i] = eq
-				} else {
-					eq, err = fsys.sameAsBlock(s.in.ino, b0+uint64(i), sg.pblk+uint64(i)-sg.start, block(i))
-					if err != nil {
-						return 0, 0, err
+			to := min(int(sg.end), limit)
+			if !sg.written {
+				for i := int(sg.start); i < to; i++ {
+					if match[i] < 0 && isZero(i) {
+						match[i], isHole[i] = si, true
+						left--
 					}
 				}
 				if mergeErr != nil {
 					return 0, 0, mergeErr
 				}
-				if eq {
-					match[i] = si
-					left--
+				continue
+			}
+			// Resident blocks in bulk (one cache lock per chunk); the rest
+			// one by one, by checksum first.
+			var buf [runBatch]*cache.Frame
+			for i := int(sg.start); i < to; {
+				p := sg.pblk + uint64(i) - sg.start
+				k := fsys.cache.GetRun(p, 0, buf[:min(to-i, runBatch)])
+				for j, fr := range buf[:k] {
+					if match[i+j] < 0 && bytes.Equal(fr.Data(), block(i+j)) {
+						match[i+j] = si
+						left--
+					}
+				}
+				fsys.cache.UnpinAll(buf[:k])
+				i += k
+				if i < to && k < min(to-i+k, runBatch) { // block i is not resident
+					if match[i] < 0 {
+						eq, err := fsys.sameAsBlock(s.in.ino, b0+uint64(i), sg.pblk+uint64(i)-sg.start, block(i))
+						if err != nil {
+							return 0, 0, err
+						}
+						if eq {
+							match[i] = si
+							left--
+						}
+					}
+					i++
+				}
+				if mergeErr != nil {
+					return 0, 0, mergeErr
 				}
 			}
 		}
@@ -277,7 +300,7 @@ func (fsys *FS) writeSharing(op *opState, in *inode, srcs []*File, p []byte, off
 // ino, for error reports) holds data. A resident block is compared directly;
 // otherwise the stored checksum must agree before the block is read.
 func (fsys *FS) sameAsBlock(ino, lblk, pblk uint64, data []byte) (bool, error) {
-	if fr := fsys.cache.Get(pblk, ino); fr != nil {
+	if fr := fsys.cache.Get(pblk, 0); fr != nil {
 		eq := bytes.Equal(fr.Data(), data)
 		fsys.cache.Unpin(fr)
 		return eq, nil
