@@ -99,8 +99,10 @@ func (t *copySources) opened(caller *fuse.Caller, ino, gen uint64) *sourceEntry 
 		return nil
 	}
 	st := readCaller(caller.Pid)
-	if st.groups == nil {
-		return nil // credentials unknown: never matched
+	if st.groups == nil || st.foreignNS {
+		// Credentials unknown, or capabilities held in another user
+		// namespace that we cannot compare: never matched.
+		return nil
 	}
 	groups := make([]uint32, 0, len(st.groups))
 	for g := range st.groups {

@@ -251,3 +251,19 @@ func TestCopyShareOff(t *testing.T) {
 		t.Fatal("copies read wrong")
 	}
 }
+
+// Opens from another user namespace are not sources: their capabilities
+// there cannot be compared with a writer's.
+func TestCopyShareForeignUserNamespace(t *testing.T) {
+	requireTool(t, "unshare")
+	m := mountFresh(t)
+	writeFile(t, m.path("a"), pattern(6, 1<<20))
+	before := m.used()
+	shIn(t, 0, 0, nil, "unshare -r sh -c 'cat "+m.path("a")+" | cat > "+m.path("b")+"'")
+	if grown := m.used() - before; grown < 1<<20 {
+		t.Errorf("used bytes grew by %d: a copy made in a user namespace shared", grown)
+	}
+	if !bytes.Equal(readFile(t, m.path("b")), readFile(t, m.path("a"))) {
+		t.Fatal("copy reads wrong")
+	}
+}
