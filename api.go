@@ -103,6 +103,13 @@ type Stats struct {
 
 	ChecksumErrors int64 // data blocks that failed CRC32C verification on read
 	Commits        int64
+
+	// CopySharedBlocks counts blocks that File.WriteAtSharing stored as a
+	// reference to an equal block of a source instead of writing them (copy
+	// detection); CopyHoleBlocks counts zero blocks it kept as holes because
+	// the source has a hole there. Both since the image was opened.
+	CopySharedBlocks int64
+	CopyHoleBlocks   int64
 }
 
 // Extent is one mapping of a file's extent map, as reported by Fiemap.

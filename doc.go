@@ -49,4 +49,13 @@
 // them without copying (view.go). Deleting a file of many extents returns at
 // once: the inode becomes an orphan that a background reaper frees in small
 // operations (reap.go, docs/crash-protocol.md).
+//
+// # Copy detection
+//
+// File.WriteAtSharing writes like WriteAt but stores each block equal to a
+// named source's block at the same offset as a reference to it (as
+// CloneRange), and zeros over the source's holes as holes, so copies made
+// with read and write share like reflinks (copyshare.go,
+// docs/copy-sharing.md). Which sources are safe to name is the caller's
+// decision: the FUSE frontend names only files the writer could read.
 package reflinkfs

@@ -116,6 +116,9 @@ type FS struct {
 
 	commits        atomic.Int64
 	checksumErrors atomic.Int64
+	// Blocks WriteAtSharing shared instead of writing, and zero blocks it
+	// kept as holes (copyshare.go).
+	copySharedBlocks, copyHoleBlocks atomic.Int64
 }
 
 // inode is the in-memory state of an inode in use.
@@ -857,6 +860,8 @@ func (fsys *FS) Stats() Stats {
 	s.CacheHits, s.CacheMisses, s.CacheEvictions = cs.Hits, cs.Misses, cs.Evictions
 	s.ChecksumErrors = fsys.checksumErrors.Load()
 	s.Commits = fsys.commits.Load()
+	s.CopySharedBlocks = fsys.copySharedBlocks.Load()
+	s.CopyHoleBlocks = fsys.copyHoleBlocks.Load()
 	s.ReapingFiles = fsys.reaping()
 	return s
 }

@@ -16,7 +16,8 @@ need_go
 # against real mounts, and python3 (/usr/bin/python3: tests run it as
 # another user) for ioctls made from a separate process.
 need gcc:gcc /usr/include/stdio.h:libc6-dev xfs_io:xfsprogs setfattr:attr fio:fio fincore:util-linux \
-	setfacl:acl setcap:libcap2-bin /usr/bin/python3:python3 chattr:e2fsprogs setpriv:util-linux
+	setfacl:acl setcap:libcap2-bin /usr/bin/python3:python3 chattr:e2fsprogs setpriv:util-linux \
+	rsync:rsync
 if [ "$(id -u)" = 0 ] && [ ! -e /dev/fuse ] && command -v modprobe >/dev/null 2>&1; then
 	modprobe fuse || true
 fi

@@ -146,7 +146,16 @@ func TestParseMountOptions(t *testing.T) {
 		t.Errorf("subtype=: %+v, err %v", o, err)
 	}
 
+	o = mountOptions{}
+	if err := parseMountOptions([]string{"copyshare=off"}, &o); err != nil || !o.NoCopyShare {
+		t.Errorf("copyshare=off: %+v, err %v", o, err)
+	}
+	if err := parseMountOptions([]string{"copyshare=on"}, &o); err != nil || o.NoCopyShare {
+		t.Errorf("copyshare=on after off: %+v, err %v", o, err)
+	}
+
 	bad := map[string]string{
+		"copyshare=maybe":    "copyshare=maybe: want on or off",
 		"user_id=0":          "user_id=0: set by reflinkfs itself (accepted only with remount",
 		"remount,max_read=x": "max_read=x: not a number",
 		"size=lots":          "mount option size=lots: not a size",
@@ -273,6 +282,11 @@ func TestDaemonArgsRoundTrip(t *testing.T) {
 	}
 	if opts, _ := mountCmd.Flags().GetStringArray("options"); len(opts) != 1 || opts[0] != "ro,debug,strictatime" {
 		t.Errorf("-o %q, want [ro,debug,strictatime]", opts)
+	}
+	// share= and copyshare= reach the daemon too.
+	cfg.Share, cfg.NoCopyShare = fusefs.ShareOff, true
+	if got := strings.Join(daemonArgs(cfg), " "); !strings.Contains(got, "-o ro,debug,share=off,copyshare=off ") {
+		t.Errorf("daemon args %q lack share=off,copyshare=off", got)
 	}
 	if mountCmd.Flags().Changed("daemon") {
 		t.Error("daemon would fork again")

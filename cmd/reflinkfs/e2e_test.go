@@ -215,8 +215,14 @@ func TestEndToEnd(t *testing.T) {
 		e := filepath.Join(mp, "e")
 		writeRandomFile(t, e, size)
 		copyOrig := filepath.Join(mp, "f")
-		if err := os.WriteFile(copyOrig, orig, 0o644); err != nil { // written, not reflinked
-			t.Fatal(err)
+		// Written, not reflinked: by a process of another process group,
+		// which read nothing on the mount (copy detection would share the
+		// blocks of a file this test process read).
+		w := exec.Command("sh", "-c", "cat > "+copyOrig)
+		w.Stdin = bytes.NewReader(orig)
+		w.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if out, err := w.CombinedOutput(); err != nil {
+			t.Fatalf("write %s: %v\n%s", copyOrig, err, out)
 		}
 		before := statsJSON(t, bin, mp).UsedBytes
 		out = mustRun(t, bin, "dedupe", a, copyOrig, e, b)

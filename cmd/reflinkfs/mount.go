@@ -49,8 +49,10 @@ type mountConfig struct {
 	VFSFlags   []string
 	Share      fusefs.ShareMode
 	Atime      string // atime policy mount option, "" for the default
-	Remount    bool
-	Warnings   []string
+	// NoCopyShare is copyshare=off (copy detection off).
+	NoCopyShare bool
+	Remount     bool
+	Warnings    []string
 }
 
 // mountFlags are the raw command line values of `reflinkfs mount`.
@@ -140,7 +142,7 @@ func resolveMountConfig(f *mountFlags) (mountConfig, error) {
 		return mountConfig{}, err
 	}
 	cfg := mountConfig{ReadOnly: opts.ReadOnly, Debug: opts.Debug, Metrics: f.metricsAddr, VFSFlags: opts.VFSFlags,
-		Remount: opts.Remount, Warnings: opts.Warnings, Atime: opts.Atime}
+		Remount: opts.Remount, Warnings: opts.Warnings, Atime: opts.Atime, NoCopyShare: opts.NoCopyShare}
 	if opts.Share != "" {
 		cfg.Share, _ = fusefs.ParseShareMode(opts.Share) // checked by parseMountOptions
 	}
@@ -407,6 +409,7 @@ func serveMount(cfg mountConfig, ready *os.File) (err error) {
 		Debug:              cfg.Debug,
 		MountFlags:         cfg.VFSFlags,
 		Share:              cfg.Share,
+		NoCopyShare:        cfg.NoCopyShare,
 		Logger:             log,
 	})
 	if err != nil {
@@ -589,10 +592,13 @@ func daemonArgs(cfg mountConfig) []string {
 		opts = append(opts, cfg.Atime)
 	}
 	opts = append(opts, cfg.VFSFlags...)
-	// The policy must reach the daemon: without it `mount -d -o share=off`
-	// served the default.
+	// The policies must reach the daemon: without them `mount -d -o
+	// share=off` served the default.
 	if cfg.Share != fusefs.ShareReadOnly {
 		opts = append(opts, "share="+cfg.Share.String())
+	}
+	if cfg.NoCopyShare {
+		opts = append(opts, "copyshare=off")
 	}
 	if len(opts) > 0 {
 		args = append(args, "-o", strings.Join(opts, ","))

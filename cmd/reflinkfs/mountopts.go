@@ -27,6 +27,9 @@ type mountOptions struct {
 	// Atime is the atime policy: "relatime" (the default when empty),
 	// "strictatime" or "noatime"; the last one given wins.
 	Atime string
+	// NoCopyShare is copyshare=off: blocks written equal to blocks the
+	// writer just read are written, not shared (copyshare=on, the default).
+	NoCopyShare bool
 	// Remount changes the flags of an existing mount (ro/rw, suid, dev,
 	// exec) instead of mounting.
 	Remount bool
@@ -113,6 +116,15 @@ func applyMountOption(opt string, o *mountOptions) error {
 			return usagef("mount option %v", err)
 		}
 		o.Share = value
+	case hasValue && name == "copyshare":
+		switch value {
+		case "on":
+			o.NoCopyShare = false
+		case "off":
+			o.NoCopyShare = true
+		default:
+			return usagef("mount option copyshare=%s: want on or off", value)
+		}
 	case hasValue && name == "fsname":
 		if value == "" {
 			return usagef("mount option fsname=: empty name")

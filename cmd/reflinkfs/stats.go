@@ -118,6 +118,8 @@ func printStats(out io.Writer, image string, r control.Report) {
 	if r.ReapingFiles > 0 {
 		row("  being freed", fmt.Sprint(r.ReapingFiles), "deleted files whose blocks are freed in the background")
 	}
+	row("  copies shared", fmt.Sprint(r.CopySharedBlocks), formatBytes(r.CopySharedBlocks*r.BlockSize)+" written as copies of blocks just read, shared with them (copyshare)")
+	row("  copies' holes", fmt.Sprint(r.CopyHoleBlocks), "zero blocks copied from holes, kept as holes")
 	row("  checksum errors", fmt.Sprint(r.ChecksumErrors), "")
 	row("  commits", fmt.Sprint(r.Commits), "")
 	tw.Flush()

@@ -56,6 +56,8 @@ func NewCollector(src StatsSource) prometheus.Collector {
 		counter("cache_evictions_total", "Blocks evicted from the cache.", f(func(s reflinkfs.Stats) int64 { return s.CacheEvictions })),
 		counter("checksum_errors_total", "Data blocks that failed CRC32C verification on read.", f(func(s reflinkfs.Stats) int64 { return s.ChecksumErrors })),
 		counter("commits_total", "Transactions committed.", f(func(s reflinkfs.Stats) int64 { return s.Commits })),
+		counter("copy_shared_blocks_total", "Blocks written equal to a block the writer had just read, stored as a reference to it (copy detection).", f(func(s reflinkfs.Stats) int64 { return s.CopySharedBlocks })),
+		counter("copy_hole_blocks_total", "Zero blocks written over a hole of the source they were copied from, kept as holes (copy detection).", f(func(s reflinkfs.Stats) int64 { return s.CopyHoleBlocks })),
 	}}
 }
 

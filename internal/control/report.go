@@ -28,6 +28,12 @@ type Report struct {
 	SnapshotFiles int64 `json:"snapshot_files"`
 	SnapshotBytes int64 `json:"snapshot_bytes"`
 
+	// Copy detection (copyshare): blocks written equal to a block the
+	// writer had just read, stored as references to it, and zero blocks
+	// kept as holes where the source has one.
+	CopySharedBlocks int64 `json:"copy_shared_blocks"`
+	CopyHoleBlocks   int64 `json:"copy_hole_blocks"`
+
 	// Passthrough is page cache sharing through FUSE passthrough, when the
 	// daemon serves a mount (absent for a bare engine).
 	Passthrough *PassthroughReport `json:"passthrough,omitempty"`
@@ -62,6 +68,8 @@ func NewReport(s reflinkfs.Stats) Report {
 		Commits:            s.Commits,
 		SnapshotFiles:      s.SnapshotFiles,
 		SnapshotBytes:      s.SnapshotBytes,
+		CopySharedBlocks:   s.CopySharedBlocks,
+		CopyHoleBlocks:     s.CopyHoleBlocks,
 		HitRate:            hitRate(s),
 		MemorySavedBytes:   max(0, s.PerFileCachedBytes-s.CachedBytes),
 	}
@@ -90,6 +98,8 @@ func (r Report) Stats() reflinkfs.Stats {
 		Commits:            r.Commits,
 		SnapshotFiles:      r.SnapshotFiles,
 		SnapshotBytes:      r.SnapshotBytes,
+		CopySharedBlocks:   r.CopySharedBlocks,
+		CopyHoleBlocks:     r.CopyHoleBlocks,
 	}
 }
 

@@ -26,6 +26,9 @@ func (s capSet) has(c int) bool { return c >= 0 && c < 64 && s&(1<<c) != 0 }
 type callerStatus struct {
 	groups map[uint32]bool // nil when unknown
 	caps   capSet
+	// foreignNS: the thread lives in another user namespace (its
+	// capabilities there are not in caps).
+	foreignNS bool
 }
 
 // readCaller reads /proc/<tid>/status of the calling thread (a FUSE request
@@ -74,6 +77,7 @@ func readCaller(tid uint32) callerStatus {
 	ours, oerr := os.Readlink("/proc/self/ns/user")
 	if err != nil || oerr != nil || theirs != ours {
 		s.caps = 0
+		s.foreignNS = true
 	}
 	// Signal 0 only checks that the thread still exists: if it does, the
 	// status read was its own.

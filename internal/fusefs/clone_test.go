@@ -53,6 +53,18 @@ func TestCpReflinksShareSpaceAndCache(t *testing.T) {
 
 	want := sha(t, src)
 	sh(t, "sync; echo 3 > /proc/sys/vm/drop_caches")
+	// Hold every copy open while they are read and counted: a backing lives
+	// only while a passthrough open uses it, and RELEASE reaches the daemon
+	// asynchronously after close(2), so without these opens the count below
+	// would race the releases of the readers.
+	var held []*os.File
+	for _, c := range copies {
+		f, err := os.Open(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, f)
+	}
 	for _, c := range copies {
 		sh(t, "cat "+c+" > /dev/null")
 	}
@@ -68,6 +80,9 @@ func TestCpReflinksShareSpaceAndCache(t *testing.T) {
 	if p := m.srv.Passthrough(); p.CachedBytes > cloneFileSize*21/20 || p.Backings != 1 {
 		t.Errorf("after reading %d copies: %d backing files holding %d bytes of page cache, want 1 holding about one file (%d)",
 			len(copies), p.Backings, p.CachedBytes, cloneFileSize)
+	}
+	for _, f := range held {
+		f.Close()
 	}
 	for _, c := range copies {
 		if got := sha(t, c); got != want {

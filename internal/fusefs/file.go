@@ -42,12 +42,14 @@ func (fs *fileSystem) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 	if err != nil {
 		return fs.status(err)
 	}
-	return fs.openHandle(&fileHandle{f: f, ino: in.NodeId, flags: in.Flags}, out)
+	return fs.openHandle(&fileHandle{f: f, ino: in.NodeId, flags: in.Flags}, out, &in.Caller)
 }
 
 // openHandle decides how an opened file is served (passthrough.go),
-// registers its handle and fills the reply; on failure it closes h.f.
-func (fs *fileSystem) openHandle(h *fileHandle, out *fuse.OpenOut) fuse.Status {
+// registers its handle and fills the reply; on failure it closes h.f. A
+// read open by caller (nil for a new file) is remembered as a copy source
+// (copyshare.go).
+func (fs *fileSystem) openHandle(h *fileHandle, out *fuse.OpenOut, caller *fuse.Caller) fuse.Status {
 	st := fs.lockIO(h.ino)
 	b, status := fs.chooseIO(st, h)
 	h.backing = b
@@ -55,6 +57,9 @@ func (fs *fileSystem) openHandle(h *fileHandle, out *fuse.OpenOut) fuse.Status {
 	if !status.Ok() {
 		_ = h.f.Close()
 		return status
+	}
+	if caller != nil {
+		fs.trackSource(caller, h)
 	}
 	out.Fh = fs.addFile(h)
 	out.OpenFlags = openFlags(h.flags)
@@ -93,7 +98,7 @@ func (fs *fileSystem) Create(cancel <-chan struct{}, in *fuse.CreateIn, name str
 	}
 	fs.fillEntry(&out.EntryOut, &a)
 	// An existing file (no O_EXCL) may be open for passthrough.
-	return fs.openHandle(&fileHandle{f: f, ino: a.Ino, flags: in.Flags}, &out.OpenOut)
+	return fs.openHandle(&fileHandle{f: f, ino: a.Ino, flags: in.Flags}, &out.OpenOut, nil)
 }
 
 // Tmpfile serves open(2) with O_TMPFILE: an unnamed open file in directory
@@ -130,6 +135,9 @@ func (fs *fileSystem) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 		return
 	}
 	fs.releaseIO(h)
+	if h.src != nil {
+		fs.copy.released(h.src)
+	}
 	if err := h.f.Close(); err != nil {
 		fs.log.Warn("reflinkfs: close", "ino", h.ino, "err", err)
 	}
@@ -165,7 +173,10 @@ func (fs *fileSystem) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byt
 	if err := fs.dropPrivileges(h.ino, &in.Caller, in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0); err != nil {
 		return 0, fs.status(err)
 	}
-	n, err := h.f.WriteAt(data, int64(in.Offset))
+	n, shared, err := fs.writeSharing(&in.Caller, h, data, int64(in.Offset))
+	if !shared {
+		n, err = h.f.WriteAt(data, int64(in.Offset))
+	}
 	if err != nil && n == 0 {
 		return 0, fs.status(err)
 	}

@@ -55,6 +55,10 @@ type fileSystem struct {
 	io          map[uint64]*ioState
 	passCount   passCounters
 
+	// copy remembers recent read opens for copy detection (copyshare.go);
+	// nil with copyshare=off.
+	copy *copySources
+
 	handlesMu sync.RWMutex
 	files     map[uint64]*fileHandle
 	dirs      map[uint64]*dirHandle
@@ -80,6 +84,8 @@ type fileHandle struct {
 
 	// backing is set when the open is passed through to it.
 	backing *backing.Backing
+	// src is this open as a copy source (copyshare.go), or nil.
+	src *sourceEntry
 
 	fiemapMu  sync.Mutex
 	fiemap    []reflinkfs.Extent // snapshot taken by a fiemap batch at start 0
@@ -101,7 +107,7 @@ type dirHandle struct {
 }
 
 func newFileSystem(fsys *reflinkfs.FS, opt Options) *fileSystem {
-	return &fileSystem{
+	fs := &fileSystem{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		fsys:          fsys,
 		opt:           opt,
@@ -110,7 +116,12 @@ func newFileSystem(fsys *reflinkfs.FS, opt Options) *fileSystem {
 		io:            make(map[uint64]*ioState),
 		files:         make(map[uint64]*fileHandle),
 		dirs:          make(map[uint64]*dirHandle),
+		copy:          newCopySources(),
 	}
+	if opt.NoCopyShare {
+		fs.copy = nil
+	}
+	return fs
 }
 
 func (fs *fileSystem) String() string { return "reflinkfs" }

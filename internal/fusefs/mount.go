@@ -37,6 +37,9 @@ type Options struct {
 	// Share selects which opens share the kernel's page cache through FUSE
 	// passthrough (passthrough.go); the zero value is ShareReadOnly.
 	Share ShareMode
+	// NoCopyShare turns copy detection off (copyshare=off): blocks written
+	// equal to blocks the writer just read are then written, not shared.
+	NoCopyShare bool
 	// Logger receives warnings and debug output. Default slog.Default().
 	Logger *slog.Logger
 }

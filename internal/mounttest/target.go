@@ -37,6 +37,11 @@ type Options struct {
 	Mmap *MmapHelper
 	// Share is the mount's passthrough policy (fusefs.Options.Share).
 	Share fusefs.ShareMode
+	// CopyShare turns copy detection on (it is off here, unlike a real
+	// mount's default): the oracle's space model counts every written
+	// block, and this process reads and writes the same patterns at the
+	// same offsets, which copy detection would rightly share.
+	CopyShare bool
 }
 
 func (o Options) engineOptions() reflinkfs.Options {
@@ -127,7 +132,7 @@ func New(imageDir, mountpoint string, opt Options) (*MountTarget, error) {
 		image: imageDir, mountpoint: mountpoint,
 		eopt: opt.engineOptions(),
 		mmap: opt.Mmap,
-		mopt: fusefs.Options{FsName: imageDir, DefaultPermissions: true, Debug: opt.Debug, Logger: logger, Share: opt.Share},
+		mopt: fusefs.Options{FsName: imageDir, DefaultPermissions: true, Debug: opt.Debug, Logger: logger, Share: opt.Share, NoCopyShare: !opt.CopyShare},
 		open: map[string]*handles{},
 	}
 	fsys, err := reflinkfs.Create(imageDir, t.eopt)
