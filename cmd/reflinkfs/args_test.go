@@ -285,7 +285,7 @@ func TestDaemonArgsRoundTrip(t *testing.T) {
 	}
 	// share= and copyshare= reach the daemon too.
 	cfg.Share, cfg.NoCopyShare = fusefs.ShareOff, true
-	if got := strings.Join(daemonArgs(cfg), " "); !strings.Contains(got, "-o ro,debug,share=off,copyshare=off ") {
+	if got := strings.Join(daemonArgs(cfg), " "); !strings.Contains(got, "-o ro,debug,strictatime,share=off,copyshare=off ") {
 		t.Errorf("daemon args %q lack share=off,copyshare=off", got)
 	}
 	if mountCmd.Flags().Changed("daemon") {
