@@ -8,10 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cockroachdb/pebble/sstable"
-	"github.com/cockroachdb/pebble/vfs"
-
 	"github.com/reflinkfs/reflinkfs/internal/testenv"
+
+	"github.com/reflinkfs/reflinkfs/internal/damage"
 )
 
 // TestFsckDamageEndToEnd drives the built binary: a flipped bit in a
@@ -88,11 +87,11 @@ func TestFsckDamageEndToEnd(t *testing.T) {
 	tables, _ := filepath.Glob(filepath.Join(img, "meta", "*.sst"))
 	damaged := false
 	for _, table := range tables {
-		l := tableLayoutOf(t, table)
+		l := damage.TableLayout(t, table)
 		if len(l.Data) < 4 {
 			continue
 		}
-		flipByteAt(t, table, int64(l.Data[len(l.Data)/2].Offset+l.Data[len(l.Data)/2].Length/2))
+		damage.FlipByte(t, table, int64(l.Data[len(l.Data)/2].Offset+l.Data[len(l.Data)/2].Length/2))
 		damaged = true
 		break
 	}
@@ -104,45 +103,6 @@ func TestFsckDamageEndToEnd(t *testing.T) {
 		t.Errorf("the damaged store is not kept aside: %q", entries)
 	}
 
-	flipByteAt(t, filepath.Join(img, "data"), 12) // the label's commit sequence
+	damage.FlipByte(t, filepath.Join(img, "data"), 12) // the label's commit sequence
 	verdicts("damaged device label", "device label")
-}
-
-func tableLayoutOf(t *testing.T, path string) *sstable.Layout {
-	t.Helper()
-	f, err := vfs.Default.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readable, err := sstable.NewSimpleReadable(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := sstable.NewReader(readable, sstable.ReaderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	l, err := r.Layout()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-func flipByteAt(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x08
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -20,9 +20,10 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/sstable"
-	"github.com/cockroachdb/pebble/vfs"
 
 	"github.com/reflinkfs/reflinkfs"
+
+	"github.com/reflinkfs/reflinkfs/internal/damage"
 )
 
 var (
@@ -165,7 +166,7 @@ func storeRegions(t *testing.T, metaDir string) []storeRegion {
 		}
 		switch {
 		case strings.HasSuffix(name, ".sst"):
-			l := tableLayout(t, filepath.Join(metaDir, name))
+			l := damage.TableLayout(t, filepath.Join(metaDir, name))
 			add := func(region string, h sstable.BlockHandle, off uint64) {
 				out = append(out, storeRegion{name + " " + region, name, int64(h.Offset + off), !strings.HasPrefix(region, "data")})
 			}
@@ -194,28 +195,6 @@ func storeRegions(t *testing.T, metaDir string) []storeRegion {
 		}
 	}
 	return out
-}
-
-func tableLayout(t *testing.T, path string) *sstable.Layout {
-	t.Helper()
-	f, err := vfs.Default.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readable, err := sstable.NewSimpleReadable(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := sstable.NewReader(readable, sstable.ReaderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	l, err := r.Layout()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
 }
 
 func (r storeRegion) apply(t *testing.T, dir string) {

@@ -3,12 +3,12 @@ package kv
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/cockroachdb/pebble/sstable"
-	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/reflinkfs/reflinkfs/internal/damage"
 )
 
 // storeWithBlocks makes an on-disk store of n keys in one table of many
@@ -37,42 +37,7 @@ func storeWithBlocks(t *testing.T, n int) (string, string, *sstable.Layout) {
 	if len(tables) != 1 {
 		t.Fatalf("want one table, have %q", tables)
 	}
-	return dir, tables[0], tableLayout(t, tables[0])
-}
-
-func tableLayout(t *testing.T, path string) *sstable.Layout {
-	t.Helper()
-	f, err := vfs.Default.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readable, err := sstable.NewSimpleReadable(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := sstable.NewReader(readable, sstable.ReaderOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	l, err := r.Layout()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// flipByte flips one byte of the file at off.
-func flipByte(t *testing.T, path string, off uint64) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[off] ^= 0x10
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return dir, tables[0], damage.TableLayout(t, tables[0])
 }
 
 func scanKeys(t *testing.T, s Store) ([]string, error) {
@@ -94,7 +59,7 @@ func TestScanOverDamagedDataBlock(t *testing.T) {
 		t.Fatalf("the table has %d data blocks; the test needs several", len(layout.Data))
 	}
 	mid := layout.Data[len(layout.Data)/2]
-	flipByte(t, table, mid.Offset+mid.Length/2)
+	damage.FlipByte(t, table, int64(mid.Offset+mid.Length/2))
 
 	s, err := OpenPebble(dir, PebbleOptions{ReadOnly: true})
 	if err != nil {
@@ -167,9 +132,9 @@ func TestScanOverUnreadableTable(t *testing.T) {
 			// The middle of the index block; the footer's last byte (its
 			// magic number: the middle may be padding).
 			if region == "index" {
-				flipByte(t, table, layout.Index[0].Offset+layout.Index[0].Length/2)
+				damage.FlipByte(t, table, int64(layout.Index[0].Offset+layout.Index[0].Length/2))
 			} else {
-				flipByte(t, table, layout.Footer.Offset+layout.Footer.Length-1)
+				damage.FlipByte(t, table, int64(layout.Footer.Offset+layout.Footer.Length-1))
 			}
 
 			s, err = OpenPebble(dir, PebbleOptions{ReadOnly: true})
