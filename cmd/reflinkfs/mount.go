@@ -658,20 +658,7 @@ func remount(cfg mountConfig) error {
 		flags |= syscall.MS_RDONLY
 	}
 	for _, f := range cfg.VFSFlags {
-		switch f {
-		case "suid":
-			flags &^= syscall.MS_NOSUID
-		case "nosuid":
-			flags |= syscall.MS_NOSUID
-		case "dev":
-			flags &^= syscall.MS_NODEV
-		case "nodev":
-			flags |= syscall.MS_NODEV
-		case "exec":
-			flags &^= syscall.MS_NOEXEC
-		case "noexec":
-			flags |= syscall.MS_NOEXEC
-		}
+		flags, _ = fusefs.ApplyVFSFlag(flags, f) // checked by parseMountOptions
 	}
 	if err := syscall.Mount("", cfg.MountPoint, "", flags, ""); err != nil {
 		return fmt.Errorf("remount %s: %w", cfg.MountPoint, err)

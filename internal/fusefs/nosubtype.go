@@ -65,20 +65,9 @@ func mountNoSubtype(mountpoint string, mo *fuse.MountOptions) (int, error) {
 	}
 	for _, o := range mo.Options {
 		// mount(2) takes these as flags, not in the option string.
-		switch o {
-		case "nosuid":
-			flags |= unix.MS_NOSUID
-		case "suid":
-			flags &^= unix.MS_NOSUID
-		case "nodev":
-			flags |= unix.MS_NODEV
-		case "dev":
-			flags &^= unix.MS_NODEV
-		case "noexec":
-			flags |= unix.MS_NOEXEC
-		case "exec":
-			flags &^= unix.MS_NOEXEC
-		default:
+		if f, ok := ApplyVFSFlag(flags, o); ok {
+			flags = f
+		} else {
 			data = append(data, o)
 		}
 	}
@@ -114,4 +103,25 @@ func (s *Server) pollHack() {
 	}
 	unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLOUT}}, 0)
 	unix.Close(fd)
+}
+
+// ApplyVFSFlag applies a mount option that mount(2) takes as a flag
+// (suid/nosuid, dev/nodev, exec/noexec) to flags; ok is false for any
+// other option.
+func ApplyVFSFlag(flags uintptr, option string) (_ uintptr, ok bool) {
+	switch option {
+	case "nosuid":
+		return flags | unix.MS_NOSUID, true
+	case "suid":
+		return flags &^ unix.MS_NOSUID, true
+	case "nodev":
+		return flags | unix.MS_NODEV, true
+	case "dev":
+		return flags &^ unix.MS_NODEV, true
+	case "noexec":
+		return flags | unix.MS_NOEXEC, true
+	case "exec":
+		return flags &^ unix.MS_NOEXEC, true
+	}
+	return flags, false
 }
